@@ -1,0 +1,100 @@
+"""Command line: one command per stage. dvc.yaml, the Prefect flow and people all call these."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from visionops.config import ConfigError, load_params
+
+app = typer.Typer(
+    help="Fine-tune EfficientNet on DVC-versioned image folders: sample data, validate, split.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+err = Console(stderr=True)
+out = Console()
+
+ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml to read.")]
+DataOpt = Annotated[Path, typer.Option("--data", help="Class-per-folder image root: data/<label>/<image>.")]
+
+
+def _user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn the errors a user can fix into one red message and exit code 1, without a traceback."""
+    from visionops.split import SplitError
+    from visionops.validate import ValidationFailed
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except (ConfigError, ValidationFailed, SplitError, FileNotFoundError, FileExistsError) as exc:
+            err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+@app.command("sample-data")
+@_user_errors
+def sample_data(
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder to create; must be missing or empty.")] = Path("data"),
+    per_class: Annotated[int, typer.Option(help="Images per class.", min=1)] = 90,
+    size: Annotated[int, typer.Option(help="Image side in pixels.", min=16)] = 96,
+    seed: Annotated[int, typer.Option(help="Seed; the same arguments give byte-identical files.")] = 0,
+) -> None:
+    """Generate the embedded sample dataset: upright scenes of 4 shape classes, deterministically."""
+    from visionops.sample import SHAPES, generate_sample
+
+    paths = generate_sample(out_dir, per_class=per_class, size=size, seed=seed)
+    out.print(f"wrote {len(paths)} images in {len(SHAPES)} classes to {out_dir}/")
+
+
+@app.command()
+@_user_errors
+def validate(
+    params: ParamsOpt = Path("params.yaml"),
+    data: DataOpt = Path("data"),
+    out_dir: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("artifacts/validate"),
+    workers: Annotated[int | None, typer.Option(help="Reader threads; default: all cores.")] = None,
+) -> None:
+    """Scan data/, run the Great Expectations suites, quarantine bad files, write the manifest and Data Docs."""
+    from visionops.validate import validate as run
+
+    report = run(data, load_params(params).validate_, out_dir, workers=workers)
+    s = report.summary
+    out.print(f"validate: {s['usable']} usable, {s['quarantined']} quarantined, {s['ignored']} ignored files")
+    out.print(f"classes: {json.dumps(s['classes'])}")
+    for reason, n in s["quarantine_reasons"].items():
+        out.print(f"  quarantined {n}: {reason} (see {out_dir / 'quarantine.csv'})")
+    for warning in s["warnings"]:
+        err.print(f"[yellow]warning:[/] {warning}", highlight=False)
+
+
+@app.command()
+@_user_errors
+def split(
+    params: ParamsOpt = Path("params.yaml"),
+    manifest: Annotated[Path, typer.Option(help="The validate stage's manifest.")] = Path(
+        "artifacts/validate/manifest.csv"
+    ),
+    out_dir: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("artifacts/split"),
+) -> None:
+    """Split the usable images into train / val / test lists by a seeded hash of their content."""
+    from visionops.split import split as run
+
+    report = run(manifest, load_params(params).split, out_dir)
+    out.print(f"split: {json.dumps(report['totals'])} (split_id {report['split_id'][:12]})")
+    for warning in report["warnings"]:
+        err.print(f"[yellow]warning:[/] {warning}", highlight=False)
+
+
+if __name__ == "__main__":
+    app()

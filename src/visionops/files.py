@@ -1,0 +1,70 @@
+"""Small file helpers shared by every stage: atomic writes, hashing, stable JSON."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+_CHUNK = 1 << 20
+
+
+def sha256_bytes(data: bytes) -> str:
+    """Return the hex SHA-256 of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    """Return the hex SHA-256 of a file, read in chunks so large files stay out of memory."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a torn one.
+
+    A stage killed mid-write must not leave a truncated file that a later stage would load, so the
+    bytes go to a temporary file in the same folder and replace the target with one ``os.replace``.
+
+    Raises:
+        OSError: the folder cannot be created or written; the message names the path.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise OSError(f"cannot write {path}: {err.strerror or err}. Check that the folder is writable.") from err
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write UTF-8 text atomically (see :func:`atomic_write_bytes`)."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def dump_json(obj: Any) -> str:
+    """Serialise ``obj`` as stable, human-readable JSON (sorted keys, trailing newline).
+
+    Stable bytes matter: DVC hashes outputs, so a rerun with the same inputs must write the same file.
+    """
+    return json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Atomically write ``obj`` as stable JSON to ``path``."""
+    atomic_write_text(path, dump_json(obj))

@@ -1,0 +1,132 @@
+"""Inspect one image file without trusting its name: content format, size, channels, hash, decodability.
+
+The header is read first and the pixel count checked against the limit *before* any decoding, so a
+decompression bomb (a tiny file whose header claims a huge image) is rejected without allocating it.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from visionops.files import sha256_bytes
+
+# Our own max_pixels check (below) runs on the header before any decode; PIL's global guard would
+# otherwise raise on open for large-but-allowed images and hide the header facts we want to report.
+Image.MAX_IMAGE_PIXELS = None
+warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+
+_CHANNELS = {"1": 1, "L": 1, "P": 3, "PA": 4, "LA": 2, "La": 2, "RGB": 3, "RGBA": 4, "RGBa": 4,
+             "CMYK": 4, "YCbCr": 3, "LAB": 3, "HSV": 3, "I": 1, "F": 1}  # fmt: skip
+_BITS = {"1": 1, "I": 32, "F": 32}
+_ROTATED_EXIF = {5, 6, 7, 8}  # EXIF orientations that swap width and height
+_HIDDEN = ("Thumbs.db", "desktop.ini")
+_EXTENSIONS = {"JPEG": ("jpg", "jpeg", "jpe", "jfif"), "PNG": ("png",), "BMP": ("bmp", "dib"), "WEBP": ("webp",),
+               "TIFF": ("tif", "tiff"), "GIF": ("gif",)}  # fmt: skip
+
+
+@dataclass
+class FileFacts:
+    """One manifest row as the probe sees it (status and reason are decided later by the GE suite)."""
+
+    path: str
+    label: str | None
+    bytes: int | None = None
+    sha256: str | None = None
+    format: str | None = None
+    width: int | None = None
+    height: int | None = None
+    channels: int | None = None
+    mode: str | None = None
+    bit_depth: int | None = None
+    exif_orientation: int | None = None
+    note: str | None = None
+    error: str | None = None  # "code: what and how to fix"
+    ignored: str | None = None
+
+    def as_row(self) -> dict:
+        """Return the facts as a plain dict (one DataFrame row)."""
+        return asdict(self)
+
+
+def is_hidden(rel: Path) -> bool:
+    """True for dot-files, dot-folders and OS clutter (``.DS_Store``, ``Thumbs.db``) anywhere in ``rel``."""
+    return any(part.startswith(".") for part in rel.parts) or rel.name in _HIDDEN
+
+
+def inside(path: Path, root: Path) -> bool:
+    """True when ``path``, with every symlink resolved, lies within the resolved ``root``."""
+    try:
+        Path(os.path.realpath(path)).relative_to(os.path.realpath(root))
+    except ValueError:
+        return False
+    return True
+
+
+def probe_file(path: Path, root: Path, max_pixels: int) -> FileFacts:
+    """Read ``path`` (a file under ``root``) and return what it really is.
+
+    Never raises for a bad file: every problem becomes ``error`` (unusable) or ``ignored`` (not data).
+
+    Args:
+        path: the file, under ``root``.
+        root: the data folder; a symlink resolving outside it is never read.
+        max_pixels: images whose header claims more pixels are not decoded.
+    """
+    rel = path.relative_to(root)
+    facts = FileFacts(path=rel.as_posix(), label=rel.parts[0] if len(rel.parts) > 1 else None)
+    if is_hidden(rel):
+        facts.ignored = "hidden or system file"
+        return facts
+    if not facts.label:
+        facts.error = "not_in_class_folder: move it into data/<class>/"
+        return facts
+    if not inside(path, root):
+        facts.error = f"symlink_outside_data: points to {os.readlink(path)}; not read. Copy the file into data/"
+        return facts
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        facts.error = f"unreadable: {err.strerror or err}; check its permissions"
+        return facts
+    facts.bytes, facts.sha256 = len(data), sha256_bytes(data)
+    if not data:
+        facts.error = "empty_file: 0 bytes; replace or remove it"
+        return facts
+    try:
+        _inspect(io.BytesIO(data), facts, max_pixels)
+    except UnidentifiedImageError:
+        facts.error = "not_an_image: the content is no known image format; remove it from data/"
+    except Exception as err:  # noqa: BLE001 - any decoder failure means the file is unusable
+        facts.error = f"corrupt: cannot decode ({err}); re-export or remove it"
+    if facts.format and path.suffix.lower().lstrip(".") not in _EXTENSIONS.get(facts.format, ()):
+        facts.note = f"content is {facts.format} but the name ends in '{path.suffix}'"
+    return facts
+
+
+def _inspect(stream: io.BytesIO, facts: FileFacts, max_pixels: int) -> None:
+    with Image.open(stream) as im:
+        facts.format, facts.mode = im.format, im.mode
+        width, height = im.size
+        try:
+            facts.exif_orientation = int(im.getexif().get(0x0112, 1))
+        except Exception:  # noqa: BLE001 - a broken EXIF block is not a broken image
+            facts.exif_orientation = None
+        if facts.exif_orientation in _ROTATED_EXIF:
+            width, height = height, width
+        facts.width, facts.height = width, height
+        has_alpha = im.mode == "P" and "transparency" in im.info
+        facts.channels = 4 if has_alpha else _CHANNELS.get(im.mode, len(im.getbands()))
+        facts.bit_depth = 16 if im.mode.startswith("I;16") else _BITS.get(im.mode, 8)
+        if width * height > max_pixels:
+            return  # too many pixels: leave it undecoded; the suite quarantines it
+        if im.format == "JPEG":
+            # Decode at 1/8 scale: every entropy-coded byte is still read (truncation is caught), the
+            # inverse DCT and colour conversion mostly skipped, several times faster.
+            im.draft(None, (max(1, width // 8), max(1, height // 8)))
+        im.load()

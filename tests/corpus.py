@@ -1,0 +1,102 @@
+"""Generators of good and bad image files, shared by the data, e2e and reliability tests.
+
+Every kind is made here by code (no binary fixtures), so a reader sees exactly what each file is.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from visionops.sample import SHAPES, render_scene
+
+
+def good_jpeg(seed: int, size: int = 48, shape: str = "circle") -> bytes:
+    """A valid, distinct RGB JPEG (a sample scene)."""
+    img = render_scene(shape, size, np.random.default_rng([seed, list(SHAPES).index(shape)]))
+    return cv2.imencode(".jpg", img)[1].tobytes()
+
+
+def _pil(img: Image.Image, fmt: str, **kwargs) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, fmt, **kwargs)
+    return buf.getvalue()
+
+
+def _rgb(seed: int, w: int = 48, h: int = 48) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def png_bomb_header(width: int = 100_000, height: int = 100_000) -> bytes:
+    """A tiny PNG whose IHDR claims ``width``×``height`` pixels: a decompression-bomb shape."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def exif_rotated_jpeg(w: int = 64, h: int = 40) -> bytes:
+    """A ``w``×``h`` JPEG whose EXIF orientation (6) says: rotate 90° to display, i.e. it is ``h``×``w`` upright."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    return _pil(Image.fromarray(_rgb(7, w, h)), "JPEG", exif=exif.tobytes())
+
+
+# name → (relative path under data/, bytes maker, expected status, expected reason code or None)
+BAD_KINDS: dict[str, tuple[str, Callable[[], bytes], str, str | None]] = {
+    "zero_byte": ("cat/empty.jpg", lambda: b"", "quarantined", "empty_file"),
+    "truncated_jpeg": ("cat/truncated.jpg", lambda: good_jpeg(1)[: len(good_jpeg(1)) // 2], "quarantined", "corrupt"),
+    "text_as_jpg": ("cat/notes.jpg", lambda: b"this is not an image\n", "quarantined", "not_an_image"),
+    "png_named_jpg": ("cat/really_png.jpg", lambda: _pil(Image.fromarray(_rgb(2)), "PNG"), "ok", None),
+    "grayscale": ("cat/gray.png", lambda: _pil(Image.fromarray(_rgb(3)[..., 0]), "PNG"), "ok", None),
+    "rgba": ("cat/rgba.png", lambda: _pil(Image.fromarray(_rgb(4)).convert("RGBA"), "PNG"), "ok", None),
+    "png_16bit": ("cat/deep.png", lambda: cv2.imencode(".png", (_rgb(5)[..., 0].astype(np.uint16) * 257))[1].tobytes(),
+                  "ok", None),
+    "cmyk_jpeg": ("cat/cmyk.jpg", lambda: _pil(Image.fromarray(_rgb(6)).convert("CMYK"), "JPEG"), "ok", None),
+    "exif_rotated": ("cat/rotated.jpg", exif_rotated_jpeg, "ok", None),
+    "one_pixel": ("cat/tiny.png", lambda: _pil(Image.new("RGB", (1, 1), "red"), "PNG"), "quarantined", "too_small"),
+    "bomb_header": ("cat/bomb.png", png_bomb_header, "quarantined", "too_many_pixels"),
+    "unicode_space_name": ("cat/ünï cødé 猫 1.jpg", lambda: good_jpeg(8), "ok", None),
+    "nested_subfolder": ("cat/2024/summer/deep.jpg", lambda: good_jpeg(9), "ok", None),
+    "gif_not_allowed": ("cat/anim.gif", lambda: _pil(Image.fromarray(_rgb(10)), "GIF"), "quarantined",
+                        "format_not_allowed"),
+    "root_level_file": ("loose.jpg", lambda: good_jpeg(11), "quarantined", "not_in_class_folder"),
+    "ds_store": ("cat/.DS_Store", lambda: b"\0\0\0\1Bud1", "ignored", None),
+}  # fmt: skip
+
+
+def write(root: Path, rel: str, data: bytes) -> Path:
+    """Write ``data`` at ``root/rel``, creating folders."""
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def good_class(root: Path, label: str, n: int, start: int = 0, size: int = 48) -> list[Path]:
+    """Write ``n`` distinct valid JPEGs into ``root/label/``."""
+    shape = list(SHAPES)[sum(map(ord, label)) % len(SHAPES)]
+    return [write(root, f"{label}/img_{i:03d}.jpg", good_jpeg(1000 + i, size, shape)) for i in range(start, start + n)]
+
+
+def tree_digest(root: Path) -> dict[str, bytes]:
+    """Every entry under ``root`` (symlinks as their target, not followed) → its content, to prove nothing changed."""
+    state = {}
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root).as_posix()
+        if path.is_symlink():
+            state[rel] = b"-> " + str(path.readlink()).encode()
+        elif path.is_file():
+            state[rel] = path.read_bytes()
+        else:
+            state[rel] = b"<dir>"
+    return state

@@ -1,0 +1,37 @@
+"""Atomic writes: readers see the old file or the new one, never a torn one, and no temp file is left."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from visionops.files import atomic_write_bytes, dump_json, write_json
+
+
+def test_replaces_whole_file(tmp_path: Path) -> None:
+    target = tmp_path / "sub" / "f.bin"
+    atomic_write_bytes(target, b"old")
+    atomic_write_bytes(target, b"new content")
+    assert target.read_bytes() == b"new content"
+    assert [p.name for p in target.parent.iterdir()] == ["f.bin"]
+
+
+def test_failed_write_keeps_old_file(tmp_path: Path) -> None:
+    target = tmp_path / "f.json"
+    write_json(target, {"a": 1})
+    with pytest.raises(TypeError):
+        write_json(target, {"a": object()})
+    assert target.read_text() == dump_json({"a": 1})
+    assert [p.name for p in tmp_path.iterdir()] == ["f.json"]
+
+
+def test_unwritable_folder_names_the_path(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(OSError, match=r"cannot write .*file/out.json"):
+        atomic_write_bytes(blocker / "out.json", b"{}")
+
+
+def test_json_is_stable() -> None:
+    assert dump_json({"b": 1, "a": [1, 2]}) == dump_json({"a": [1, 2], "b": 1})
