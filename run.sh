@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One entry point that bootstraps everything on first use (uv, the locked virtualenv), then runs:
-#   ./run.sh pipeline [dvc repro args]   pull the sample data from the in-repo DVC remote and run `dvc repro`
+#   ./run.sh pipeline [dvc repro args]   pull data/ from the DVC remote if absent, then `dvc repro`
 #   ./run.sh test [pytest args]          the test suite (what CI runs)
 #   ./run.sh setup                       only install
 # Set VISIONOPS_GPU=1 to install TensorFlow with CUDA instead of the CPU build; PYTHON to pick the interpreter.
@@ -28,7 +28,11 @@ cmd=${1:-}
 shift || true
 case "$cmd" in
   setup) setup ;;
-  pipeline) setup; dvc repro --pull "$@" ;;
+  pipeline)
+    setup
+    # Restore data/ from the DVC remote only when it is absent: never overwrite a user's own data.
+    [ -e data ] || dvc pull data.dvc
+    dvc repro "$@" ;;
   test) setup; python -m pytest "$@" ;;
   *) sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

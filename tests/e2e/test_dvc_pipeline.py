@@ -14,8 +14,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 def test_pull_repro_then_nothing_to_do(project_copy: Path) -> None:
     assert not (project_copy / "data").exists()
-    first = run(["dvc", "repro", "--pull"], cwd=project_copy).stdout  # what `./run.sh pipeline` runs
+    run(["dvc", "pull", "data.dvc"], cwd=project_copy)  # what `./run.sh pipeline` does on a fresh clone
     assert len(list((project_copy / "data").rglob("*.jpg"))) >= 300
+    first = run(["dvc", "repro"], cwd=project_copy).stdout
     assert "Running stage 'validate'" in first and "Running stage 'split'" in first
 
     summary = json.loads((project_copy / "artifacts/validate/summary.json").read_text())
@@ -32,6 +33,8 @@ def test_pull_repro_then_nothing_to_do(project_copy: Path) -> None:
     assert "Running stage" not in second and "Data and pipelines are up to date" in second
     status = run(["dvc", "status", "--json"], cwd=project_copy).stdout
     assert json.loads(status) == {}
+    committed = run(["git", "diff", "--name-only"], cwd=project_copy).stdout
+    assert committed == "", f"a repro of the committed pipeline changed tracked files: {committed}"
 
     # A split param reruns split only; dvc exp records it without touching params.yaml in the workspace's git.
     exp = run(["dvc", "exp", "run", "-S", "split.test_ratio=0.3"], cwd=project_copy).stdout
