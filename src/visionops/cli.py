@@ -14,7 +14,7 @@ from rich.console import Console
 from visionops.config import ConfigError, load_params
 
 app = typer.Typer(
-    help="Fine-tune EfficientNet on DVC-versioned image folders: sample data, validate, split.",
+    help="Fine-tune EfficientNet on DVC-versioned image folders: sample data, validate, split, train, evaluate, predict.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -28,6 +28,7 @@ DataOpt = Annotated[Path, typer.Option("--data", help="Class-per-folder image ro
 
 def _user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     """Turn the errors a user can fix into one red message and exit code 1, without a traceback."""
+    from visionops.model import WeightsError
     from visionops.split import SplitError
     from visionops.validate import ValidationFailed
 
@@ -35,7 +36,7 @@ def _user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except (ConfigError, ValidationFailed, SplitError, FileNotFoundError, FileExistsError) as exc:
+        except (ConfigError, ValidationFailed, SplitError, WeightsError, FileNotFoundError, FileExistsError) as exc:
             err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
             raise typer.Exit(1) from None
 
@@ -46,7 +47,7 @@ def _user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
 @_user_errors
 def sample_data(
     out_dir: Annotated[Path, typer.Option("--out", help="Folder to create; must be missing or empty.")] = Path("data"),
-    per_class: Annotated[int, typer.Option(help="Images per class.", min=1)] = 90,
+    per_class: Annotated[int, typer.Option(help="Images per class.", min=1)] = 200,
     size: Annotated[int, typer.Option(help="Image side in pixels.", min=16)] = 96,
     seed: Annotated[int, typer.Option(help="Seed; the same arguments give byte-identical files.")] = 0,
 ) -> None:
@@ -94,6 +95,67 @@ def split(
     out.print(f"split: {json.dumps(report['totals'])} (split_id {report['split_id'][:12]})")
     for warning in report["warnings"]:
         err.print(f"[yellow]warning:[/] {warning}", highlight=False)
+
+
+@app.command()
+@_user_errors
+def train(
+    params: ParamsOpt = Path("params.yaml"),
+    data: DataOpt = Path("data"),
+    split_dir: Annotated[Path, typer.Option("--split", help="The split stage's output folder.")] = Path(
+        "artifacts/split"
+    ),
+    out_dir: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("artifacts/train"),
+) -> None:
+    """Fine-tune EfficientNet in two stages (head, then top blocks); resumes a killed run."""
+    from visionops.train import train as run
+
+    settings = load_params(params)
+    result = run(data, split_dir, settings.train, settings.augment, out_dir)
+    last = result.history.iloc[-1].to_dict() if len(result.history) else {}
+    out.print(f"train: {len(result.history)} epochs, weights {result.weights.used}, saved {result.model_path}")
+    out.print("last epoch: " + ", ".join(f"{k}={v:.4f}" for k, v in last.items() if isinstance(v, float)))
+
+
+@app.command()
+@_user_errors
+def evaluate(
+    params: ParamsOpt = Path("params.yaml"),
+    data: DataOpt = Path("data"),
+    model_dir: Annotated[Path, typer.Option("--model", help="The train stage's output folder.")] = Path(
+        "artifacts/train"
+    ),
+    split_dir: Annotated[Path, typer.Option("--split", help="The split stage's output folder.")] = Path(
+        "artifacts/split"
+    ),
+    out_dir: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("artifacts/evaluate"),
+) -> None:
+    """Score the model on the test split (and evaluate.holdout_dir): metrics, per-class report, confusion matrix."""
+    from visionops.evaluate import evaluate as run
+
+    metrics = run(model_dir, data, split_dir, load_params(params).evaluate, out_dir)
+    shown = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}
+    out.print(f"evaluate: {json.dumps(shown)}")
+
+
+@app.command()
+@_user_errors
+def predict(
+    source: Annotated[Path, typer.Argument(help="An image file or a folder of images.")],
+    model: Annotated[Path, typer.Option(help="model.keras, or the folder holding it and classes.json.")] = Path(
+        "artifacts/train"
+    ),
+    output: Annotated[Path, typer.Option("--out", help="CSV to write.")] = Path("predictions.csv"),
+    top_k: Annotated[int, typer.Option(help="Labels per image.", min=1)] = 3,
+) -> None:
+    """Predict the top-k labels of images with a trained model and write them to a CSV."""
+    from visionops.predict import predict as run
+
+    if output.exists():
+        raise FileExistsError(f"{output} exists; refusing to overwrite it. Choose another --out.")
+    table = run(model, source, output, top_k=top_k)
+    failed = int((table["error"] != "").sum())
+    out.print(f"predict: {len(table) - failed} images → {output}" + (f" ({failed} unreadable)" if failed else ""))
 
 
 if __name__ == "__main__":

@@ -68,11 +68,110 @@ class SplitParams(_Section):
         return self
 
 
+VARIANT_SIZES = {
+    "EfficientNetB0": 224, "EfficientNetB1": 240, "EfficientNetB2": 260, "EfficientNetB3": 300,
+    "EfficientNetB4": 380, "EfficientNetB5": 456, "EfficientNetB6": 528, "EfficientNetB7": 600,
+    "EfficientNetV2B0": 224, "EfficientNetV2B1": 240, "EfficientNetV2B2": 260, "EfficientNetV2B3": 300,
+    "EfficientNetV2S": 384, "EfficientNetV2M": 480, "EfficientNetV2L": 480,
+}  # fmt: skip
+Variant = Literal[tuple(VARIANT_SIZES)]  # type: ignore[valid-type]
+
+
+class StageParams(_Section):
+    """One fine-tuning stage: how long and how fast."""
+
+    epochs: int = Field(default=3, ge=0)
+    learning_rate: float = Field(default=1e-3, gt=0, le=1)
+
+
+class FinetuneParams(StageParams):
+    """Stage 2: the top of the backbone is unfrozen (BatchNormalization layers stay frozen)."""
+
+    learning_rate: float = Field(default=1e-4, gt=0, le=1)
+    unfreeze_blocks: int | Literal["all"] = Field(
+        default=2, description="How many of the backbone's top blocks to unfreeze, or 'all'."
+    )
+    batchnorm: Literal["auto", "frozen", "trainable"] = Field(
+        default="auto",
+        description="auto: frozen when the backbone starts from pretrained weights (their statistics are worth "
+        "keeping), trainable when it starts from random weights (frozen initial statistics cannot learn).",
+    )
+
+    @field_validator("unfreeze_blocks")
+    @classmethod
+    def _positive(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("use a number of blocks >= 1, or 'all'")
+        return value
+
+
+class TrainParams(_Section):
+    """The train stage (``train:`` in params.yaml)."""
+
+    task: Literal["classification", "orientation"] = "classification"
+    model: Variant = "EfficientNetB0"
+    image_size: int | None = Field(default=None, ge=32, le=1024, description="null: the variant's default size.")
+    weights: str | None = Field(default="imagenet", description="'imagenet', a local weights file, or null.")
+    weights_fallback: Literal["stop", "random"] = Field(
+        default="stop", description="When ImageNet weights cannot be fetched: stop, or train from random init."
+    )
+    batch_size: int = Field(default=32, ge=1, le=4096)
+    dropout: float = Field(default=0.2, ge=0, lt=1)
+    label_smoothing: float = Field(default=0.0, ge=0, lt=1)
+    class_weights: bool = Field(default=True, description="Weight classes inversely to their frequency.")
+    early_stopping_patience: int = Field(default=3, ge=1)
+    resize_margin: float = Field(default=1.15, ge=1.0, le=2.0, description="Cache images this much larger.")
+    cache: Literal["memory", "disk"] = "memory"
+    workers: int = Field(default=2, ge=1, le=64, description="Threads running the augmentations.")
+    seed: int = Field(default=42, ge=0)
+    head: StageParams = Field(default_factory=StageParams)
+    finetune: FinetuneParams = Field(default_factory=FinetuneParams)
+
+    @property
+    def size(self) -> int:
+        """The training image side: ``image_size`` or the variant's default."""
+        return self.image_size or VARIANT_SIZES[self.model]
+
+    @field_validator("weights")
+    @classmethod
+    def _weights(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("use 'imagenet', a path to a weights file, or null")
+        return value
+
+
+class AugmentStep(BaseModel):
+    """One albumentations transform: ``{name: HorizontalFlip, p: 0.5}``; the other keys are its arguments.
+
+    The name and arguments are checked against albumentations when the pipeline is built (augment.py).
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    name: str = Field(min_length=1)
+
+    @property
+    def args(self) -> dict[str, Any]:
+        """The transform's keyword arguments (every key but ``name``)."""
+        return dict(self.model_extra or {})
+
+
+class EvaluateParams(_Section):
+    """The evaluate stage (``evaluate:`` in params.yaml)."""
+
+    top_k: int = Field(default=2, ge=1)
+    calibration_bins: int = Field(default=10, ge=2, le=100)
+    batch_size: int = Field(default=64, ge=1)
+    holdout_dir: str | None = Field(default=None, description="An extra class-per-folder set scored the same way.")
+
+
 class Params(_Section):
     """The whole params.yaml: one section per stage."""
 
     validate_: ValidateParams = Field(default_factory=ValidateParams, alias="validate")
     split: SplitParams = Field(default_factory=SplitParams)
+    train: TrainParams = Field(default_factory=TrainParams)
+    augment: list[AugmentStep] = Field(default_factory=list)
+    evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -136,8 +235,23 @@ def load_params(path: Path | str = "params.yaml") -> Params:
     return parse_params(raw, source=str(path))
 
 
-def save_resolved(section: BaseModel, out_dir: Path) -> Path:
-    """Write the resolved settings a stage ran with to ``out_dir/params.json`` and return that path."""
+def save_resolved(section: BaseModel | dict[str, Any], out_dir: Path) -> Path:
+    """Write the resolved settings a stage ran with to ``out_dir/params.json`` and return that path.
+
+    Args:
+        section: one params section, or a mapping of section name → section for stages reading several.
+        out_dir: the stage's output folder.
+    """
     target = Path(out_dir) / "params.json"
-    write_json(target, section.model_dump(mode="json", by_alias=True))
+    write_json(target, _dump(section))
     return target
+
+
+def _dump(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json", by_alias=True)
+    if isinstance(value, dict):
+        return {k: _dump(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_dump(v) for v in value]
+    return value

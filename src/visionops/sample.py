@@ -79,7 +79,7 @@ def render_scene(shape: str, size: int, rng: np.random.Generator) -> np.ndarray:
     return np.clip(img.astype(np.float64) + noise, 0, 255).astype(np.uint8)
 
 
-def generate_sample(out_dir: Path, per_class: int = 90, size: int = 96, seed: int = 0) -> list[Path]:
+def generate_sample(out_dir: Path, per_class: int = 200, size: int = 96, seed: int = 0) -> list[Path]:
     """Write ``per_class`` JPEG scenes for each shape class into ``out_dir/<class>/``.
 
     Args:

@@ -1,4 +1,4 @@
-"""The pipeline as a user runs it: restore the sample from the in-repo DVC remote, `dvc repro`, then again."""
+"""The pipeline as a user runs it: restore the sample from the in-repo DVC remote, `dvc repro`, experiments."""
 
 from __future__ import annotations
 
@@ -11,40 +11,59 @@ from conftest import run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
+TINY = ["-S", "train.image_size=32", "-S", "train.head.epochs=1", "-S", "train.finetune.epochs=1",
+        "-S", "train.batch_size=64"]  # fmt: skip
 
-def test_pull_repro_then_nothing_to_do(project_copy: Path) -> None:
+
+def _ran(output: str) -> set[str]:
+    return {s for s in ("validate", "split", "train", "evaluate") if f"Running stage '{s}'" in output}
+
+
+def test_pull_repro_experiment_then_nothing_to_do(project_copy: Path) -> None:
     assert not (project_copy / "data").exists()
     run(["dvc", "pull", "data.dvc"], cwd=project_copy)  # what `./run.sh pipeline` does on a fresh clone
     assert len(list((project_copy / "data").rglob("*.jpg"))) >= 300
-    first = run(["dvc", "repro"], cwd=project_copy).stdout
-    assert "Running stage 'validate'" in first and "Running stage 'split'" in first
+
+    first = run(["dvc", "repro", "split"], cwd=project_copy).stdout
+    assert _ran(first) == {"validate", "split"}
+    committed = run(["git", "diff", "--name-only"], cwd=project_copy).stdout
+    assert committed == "", f"the committed dvc.lock is stale for validate/split: {committed}"
 
     summary = json.loads((project_copy / "artifacts/validate/summary.json").read_text())
     assert summary["quarantined"] == 0 and len(summary["classes"]) >= 4
     assert (project_copy / "artifacts/validate/data_docs/index.html").is_file()
     split = json.loads((project_copy / "artifacts/split/split.json").read_text())
     total = sum(split["totals"].values())
-    assert total == summary["usable"]
-    assert 0.15 < split["totals"]["test"] / total < 0.25
+    assert total == summary["usable"] and 0.15 < split["totals"]["test"] / total < 0.25
     train = pd.read_csv(project_copy / "artifacts/split/train.csv")
     assert (project_copy / "data" / train["path"].iloc[0]).is_file(), "lists hold paths relative to data/"
 
-    second = run(["dvc", "repro"], cwd=project_copy).stdout
-    assert "Running stage" not in second and "Data and pipelines are up to date" in second
-    status = run(["dvc", "status", "--json"], cwd=project_copy).stdout
-    assert json.loads(status) == {}
-    committed = run(["git", "diff", "--name-only"], cwd=project_copy).stdout
-    assert committed == "", f"a repro of the committed pipeline changed tracked files: {committed}"
+    # Training params reach train and evaluate only; dvc exp records the change.
+    exp = run(["dvc", "exp", "run", *TINY], cwd=project_copy).stdout
+    assert _ran(exp) == {"train", "evaluate"}, exp
+    metrics = json.loads((project_copy / "artifacts/evaluate/metrics.json").read_text())
+    assert 0 <= metrics["accuracy"] <= 1 and metrics["split_id"] == split["split_id"]
+    for name in ("model.keras", "history.csv", "weights.json", "classes.json", "augment_preview.png"):
+        assert (project_copy / "artifacts/train" / name).is_file(), name
+    shown = json.loads(run(["dvc", "metrics", "show", "--json"], cwd=project_copy).stdout)
+    assert "accuracy" in json.dumps(shown)
+    assert json.loads(run(["dvc", "exp", "show", "--json"], cwd=project_copy).stdout)
 
-    # A split param reruns split only; dvc exp records it without touching params.yaml in the workspace's git.
-    exp = run(["dvc", "exp", "run", "-S", "split.test_ratio=0.3"], cwd=project_copy).stdout
-    assert "Stage 'validate' didn't change, skipping" in exp and "Running stage 'split'" in exp
-    shown = json.loads(run(["dvc", "exp", "show", "--json"], cwd=project_copy).stdout)
-    assert shown, "the experiment is listed by dvc exp show"
+    again = run(["dvc", "repro"], cwd=project_copy).stdout
+    assert _ran(again) == set() and "Data and pipelines are up to date" in again
+    assert json.loads(run(["dvc", "status", "--json"], cwd=project_copy).stdout) == {}
+
+    # An evaluate-only param reruns evaluate only.
+    only_eval = run(["dvc", "exp", "run", "-S", "evaluate.top_k=3"], cwd=project_copy).stdout
+    assert _ran(only_eval) == {"evaluate"}
+    assert "top_3_accuracy" in (project_copy / "artifacts/evaluate/metrics.json").read_text()
+
+    plots = run(["dvc", "plots", "show", "-o", "plots_out"], cwd=project_copy).stdout
+    assert (project_copy / "plots_out" / "index.html").is_file(), plots
 
 
 def test_invalid_params_fail_the_stage_with_the_key(project_copy: Path) -> None:
-    run(["dvc", "pull", "-q", "data.dvc"], cwd=project_copy)
+    run(["dvc", "pull", "data.dvc"], cwd=project_copy)
     params = project_copy / "params.yaml"
     params.write_text(params.read_text().replace("min_side:", "min_sidee:"))
     proc = run(["dvc", "repro"], cwd=project_copy, check=False)

@@ -14,7 +14,7 @@ from visionops.cli import app
 runner = CliRunner()
 
 
-@pytest.mark.parametrize("command", ["sample-data", "validate", "split"])
+@pytest.mark.parametrize("command", ["sample-data", "validate", "split", "train", "evaluate", "predict"])
 def test_every_command_has_help(command: str) -> None:
     result = runner.invoke(app, [command, "--help"])
     assert result.exit_code == 0 and "Usage" in result.output and len(result.output) > 200

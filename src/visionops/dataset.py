@@ -1,0 +1,190 @@
+"""Input pipeline: decode each image once, cache uint8 arrays, then shuffle → augment → batch per epoch.
+
+Decoding (OpenCV, EXIF orientation applied, grey / RGBA / 16-bit / CMYK turned into 8-bit RGB) happens
+once per image, into an array slightly larger than the training size (memory, or a .npy file on disk
+that later runs reuse). Each epoch then only crops and augments. Batches come from a
+``keras.utils.PyDataset`` whose worker threads run albumentations: OpenCV releases the GIL, where a
+``tf.numpy_function`` inside tf.data holds it (benchmarks/input_pipeline.py measures both).
+
+Images reach the model as float32 in 0–255: Keras EfficientNet rescales its own input.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import albumentations as A
+import cv2
+import keras
+import numpy as np
+
+ROTATIONS = (0, 90, 180, 270)  # orientation task classes, degrees counter-clockwise
+
+
+def decode_rgb(data: bytes, source: str = "<bytes>") -> np.ndarray:
+    """Decode image bytes to an 8-bit RGB array, honouring EXIF orientation.
+
+    Raises:
+        ValueError: OpenCV cannot decode the bytes; the message names ``source``.
+    """
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)  # any depth/channels → 8-bit BGR
+    if image is None:
+        raise ValueError(f"{source}: OpenCV cannot decode this file; run the validate stage to quarantine it")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def load_square(path: Path, side: int) -> np.ndarray:
+    """Read an image file and return its centre square resized to ``side``×``side`` (RGB uint8)."""
+    image = decode_rgb(Path(path).read_bytes(), str(path))
+    h, w = image.shape[:2]
+    scale = side / min(h, w)
+    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    image = cv2.resize(image, (max(side, round(w * scale)), max(side, round(h * scale))), interpolation=interpolation)
+    return center_crop(image, side)
+
+
+def center_crop(image: np.ndarray, size: int) -> np.ndarray:
+    """The centred ``size``×``size`` window of an (H, W, C) image at least that large."""
+    h, w = image.shape[:2]
+    top, left = (h - size) // 2, (w - size) // 2
+    return image[top : top + size, left : left + size]
+
+
+def cache_images(paths: Sequence[Path], side: int, cache_dir: Path | None = None, workers: int = 2) -> np.ndarray:
+    """Decode ``paths`` once into an (N, side, side, 3) uint8 array.
+
+    Args:
+        paths: image files.
+        side: cached side, slightly above the training size so random crops have room.
+        cache_dir: None keeps the array in memory; a folder keeps it as a .npy file there, named by a hash
+            of the paths and side, which later runs (and resumed runs) memory-map instead of decoding again.
+        workers: decoding threads (OpenCV releases the GIL).
+    """
+    target = None
+    if cache_dir is not None:
+        key = hashlib.sha256(("\n".join(map(str, paths)) + f"\n{side}").encode()).hexdigest()[:16]
+        target = Path(cache_dir) / f"images-{side}px-{key}.npy"
+        if target.is_file():
+            return np.load(target, mmap_mode="r")
+    array = np.empty((len(paths), side, side, 3), dtype=np.uint8)
+
+    def fill(i: int) -> None:
+        array[i] = load_square(paths[i], side)
+
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(fill, range(len(paths))))
+    if target is not None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(".tmp.npy")
+        np.save(tmp, array)
+        os.replace(tmp, target)  # complete or absent: a killed run never leaves half a cache
+    return array
+
+
+def examples(labels: Sequence[int], task: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(image index, class, rotation) of every example.
+
+    Classification: one example per image, its label. Orientation: four per image, one per rotation, so
+    the four classes are exactly balanced and evaluation scores every rotation of every image.
+    """
+    n = len(labels)
+    if task == "orientation":
+        index = np.repeat(np.arange(n), len(ROTATIONS))
+        rotation = np.tile(np.arange(len(ROTATIONS)), n)
+        return index, rotation.copy(), rotation
+    return np.arange(n), np.asarray(labels, dtype=np.int64), np.zeros(n, dtype=np.int64)
+
+
+class Batches(keras.utils.PyDataset):
+    """Batches of (float32 images in 0–255, one-hot labels, sample weights) from cached arrays.
+
+    Training batches are shuffled per epoch, randomly cropped and augmented; evaluation batches are
+    centre-cropped and never augmented. Batch ``i`` of epoch ``e`` is augmented with seed (seed, e, i),
+    so results do not depend on which worker thread makes it.
+    """
+
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: Sequence[int],
+        num_classes: int,
+        size: int,
+        batch_size: int,
+        *,
+        task: str = "classification",
+        augment: A.Compose | None = None,
+        training: bool = False,
+        class_weights: dict[int, float] | None = None,
+        seed: int = 0,
+        workers: int = 1,
+    ) -> None:
+        super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=8)
+        self.images, self.size, self.batch_size = images, size, batch_size
+        self.num_classes, self.training, self.seed = num_classes, training, seed
+        self.index, self.label, self.rotation = examples(labels, task)
+        self.weights = np.ones(num_classes, np.float32)
+        for label, weight in (class_weights or {}).items():
+            self.weights[label] = weight
+        self.augment = augment if training else None
+        self._local = threading.local()
+        self.epoch = 0
+        self.order = self._order()
+
+    def _order(self) -> np.ndarray:
+        if not self.training:
+            return np.arange(len(self.index))
+        return np.random.default_rng([self.seed, self.epoch]).permutation(len(self.index))
+
+    def __len__(self) -> int:
+        return -(-len(self.index) // self.batch_size)
+
+    def on_epoch_end(self) -> None:
+        """Reshuffle for the next epoch (Keras calls this after the epoch's worker threads stopped)."""
+        self.epoch += 1
+        self.order = self._order()
+
+    def _pipeline(self) -> A.Compose | None:
+        # albumentations transforms hold their random state: one copy per worker thread.
+        if self.augment is not None and not hasattr(self._local, "pipeline"):
+            self._local.pipeline = copy.deepcopy(self.augment)
+        return getattr(self._local, "pipeline", None)
+
+    def example(self, j: int, rng: np.random.Generator | None) -> np.ndarray:
+        """Example ``j`` as an RGB uint8 array of the training size (cropped, rotated, not yet augmented)."""
+        image = self.images[self.index[j]]
+        if rng is not None and self.rotation[j] == 0 and image.shape[0] > self.size:
+            top, left = rng.integers(0, image.shape[0] - self.size + 1, size=2)
+            image = image[top : top + self.size, left : left + self.size]
+        else:  # evaluation, and orientation (no random crop: a geometric change of the labelled image)
+            image = center_crop(image, self.size)
+        return np.ascontiguousarray(np.rot90(image, k=int(self.rotation[j])))
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        chosen = self.order[i * self.batch_size : (i + 1) * self.batch_size]
+        rng = np.random.default_rng([self.seed, self.epoch, i]) if self.training else None
+        pipeline = self._pipeline()
+        if pipeline is not None:
+            pipeline.set_random_seed(int(rng.integers(2**31)))
+        batch = np.empty((len(chosen), self.size, self.size, 3), dtype=np.float32)
+        for row, j in enumerate(chosen):
+            image = self.example(j, rng)
+            if pipeline is not None:
+                image = pipeline(image=image)["image"]
+                if image.shape[:2] != (self.size, self.size):
+                    image = cv2.resize(image, (self.size, self.size), interpolation=cv2.INTER_AREA)
+            batch[row] = image
+        labels = self.label[chosen]
+        return batch, np.eye(self.num_classes, dtype=np.float32)[labels], self.weights[labels]
+
+
+def balanced_class_weights(labels: Sequence[int], num_classes: int) -> dict[int, float]:
+    """Weights inversely proportional to class frequency, averaging 1 over the examples (sklearn's 'balanced')."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes).astype(np.float64)
+    total = counts.sum()
+    return {c: float(total / (num_classes * counts[c])) if counts[c] else 0.0 for c in range(num_classes)}

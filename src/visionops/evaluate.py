@@ -1,0 +1,185 @@
+"""The evaluate stage: score the trained model on the test split (and an optional hold-out folder).
+
+Writes metrics.json (a DVC metric), per_class.csv and predictions.csv (DVC plots), confusion_matrix.png and
+params.json. The orientation task scores all four rotations of every test image.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, never a window
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from sklearn.metrics import (  # noqa: E402
+    accuracy_score,
+    confusion_matrix,
+    f1_score,
+    precision_recall_fscore_support,
+    roc_auc_score,
+    top_k_accuracy_score,
+)
+
+from visionops.config import EvaluateParams, save_resolved  # noqa: E402
+from visionops.dataset import ROTATIONS, Batches, cache_images  # noqa: E402
+from visionops.files import atomic_write_bytes, atomic_write_text, write_json  # noqa: E402
+from visionops.model import load_model  # noqa: E402
+from visionops.probe import is_hidden  # noqa: E402
+from visionops.train import read_split  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Metrics of one scored set."""
+
+    metrics: dict
+    per_class: pd.DataFrame
+    confusion: np.ndarray
+
+
+def expected_calibration_error(y_true: np.ndarray, probs: np.ndarray, bins: int = 10) -> float:
+    """ECE: the gap between confidence and accuracy, averaged over equal-width confidence bins by their size."""
+    confidence, predicted = probs.max(axis=1), probs.argmax(axis=1)
+    correct = (predicted == y_true).astype(np.float64)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    total = 0.0
+    for b in range(bins):
+        members = which == b
+        if members.any():
+            total += members.mean() * abs(correct[members].mean() - confidence[members].mean())
+    return float(total)
+
+
+def _roc_auc(y_true: np.ndarray, probs: np.ndarray) -> float | None:
+    """One-vs-rest ROC-AUC averaged over the classes present with both positives and negatives."""
+    scores = [
+        roc_auc_score(y_true == c, probs[:, c]) for c in range(probs.shape[1]) if 0 < (y_true == c).sum() < len(y_true)
+    ]
+    return float(np.mean(scores)) if scores else None
+
+
+def score(y_true: np.ndarray, probs: np.ndarray, classes: list[str], top_k: int, bins: int) -> Scores:
+    """All metrics for true class indices ``y_true`` and predicted probabilities ``probs`` (N, C)."""
+    labels = list(range(len(classes)))
+    predicted = probs.argmax(axis=1)
+    k = min(top_k, len(classes))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, predicted, labels=labels, zero_division=0
+    )
+    metrics = {
+        "accuracy": float(accuracy_score(y_true, predicted)),
+        "macro_f1": float(f1_score(y_true, predicted, labels=labels, average="macro", zero_division=0)),
+        f"top_{k}_accuracy": float(top_k_accuracy_score(y_true, probs, k=k, labels=labels)),
+        "roc_auc_ovr": _roc_auc(y_true, probs),
+        "ece": expected_calibration_error(y_true, probs, bins),
+        "examples": int(len(y_true)),
+    }
+    per_class = pd.DataFrame(
+        {"class": classes, "precision": precision, "recall": recall, "f1": f1, "support": support.astype(int)}
+    )
+    return Scores(metrics, per_class, confusion_matrix(y_true, predicted, labels=labels, normalize="true"))
+
+
+def plot_confusion(matrix: np.ndarray, classes: list[str], title: str) -> bytes:
+    """A row-normalised confusion matrix as PNG bytes."""
+    side = max(4.0, 0.6 * len(classes) + 2)
+    fig, ax = plt.subplots(figsize=(side, side), dpi=100)
+    ax.imshow(matrix, cmap="Blues", vmin=0, vmax=1)
+    ax.set(xticks=range(len(classes)), yticks=range(len(classes)), xticklabels=classes, yticklabels=classes,
+           xlabel="predicted", ylabel="true", title=title)  # fmt: skip
+    plt.setp(ax.get_xticklabels(), rotation=45, ha="right")
+    for (i, j), value in np.ndenumerate(matrix):
+        ax.text(j, i, f"{value:.2f}", ha="center", va="center", color="white" if value > 0.5 else "black")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def _predict_set(model, info: dict, paths: list[Path], labels: list[int], batch_size: int):
+    batches = Batches(
+        cache_images(paths, info["resize_side"]), labels, len(info["classes"]), info["image_size"], batch_size,
+        task=info["task"],
+    )  # fmt: skip
+    probs = model.predict(batches, verbose=0)
+    return batches, probs
+
+
+def _score_and_write(model, info, paths, labels, rel_paths, params, out_dir: Path, title: str) -> dict:
+    classes = info["classes"]
+    batches, probs = _predict_set(model, info, paths, labels, params.batch_size)
+    scores = score(batches.label, probs, classes, params.top_k, params.calibration_bins)
+    predictions = pd.DataFrame({"path": np.asarray(rel_paths, dtype=object)[batches.index]})
+    if info["task"] == "orientation":
+        predictions["rotation"] = np.asarray(ROTATIONS)[batches.rotation]
+    predictions["label"] = np.asarray(classes, dtype=object)[batches.label]
+    predictions["predicted"] = np.asarray(classes, dtype=object)[probs.argmax(axis=1)]
+    predictions["confidence"] = probs.max(axis=1).round(6)
+    for c, name in enumerate(classes):
+        predictions[f"p_{name}"] = probs[:, c].round(6)
+    atomic_write_text(out_dir / "predictions.csv", predictions.to_csv(index=False, lineterminator="\n"))
+    atomic_write_text(out_dir / "per_class.csv", scores.per_class.round(6).to_csv(index=False, lineterminator="\n"))
+    atomic_write_bytes(out_dir / "confusion_matrix.png", plot_confusion(scores.confusion, classes, title))
+    return scores.metrics
+
+
+def holdout_files(root: Path, classes: list[str], task: str) -> tuple[list[Path], list[str]]:
+    """Image files of a class-per-folder hold-out set, with labels (folder names) checked against the model's.
+
+    Raises:
+        ValueError: a folder is not one of the model's classes.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"evaluate.holdout_dir: {root} is not a folder")
+    files = sorted(p for p in root.rglob("*") if p.is_file() and not is_hidden(p.relative_to(root)))
+    files = [p for p in files if len(p.relative_to(root).parts) > 1]
+    labels = [p.relative_to(root).parts[0] for p in files]
+    if task == "classification":
+        unknown = sorted(set(labels) - set(classes))
+        if unknown:
+            raise ValueError(f"evaluate.holdout_dir: folders {unknown} are not classes of the model ({classes})")
+    return files, labels
+
+
+def evaluate(model_dir: Path, data_dir: Path, split_dir: Path, params: EvaluateParams, out_dir: Path) -> dict:
+    """Run the evaluate stage.
+
+    Args:
+        model_dir: the train stage's output folder (model.keras, classes.json).
+        data_dir: the image root the split lists are relative to.
+        split_dir: the split stage's output folder.
+        params: the ``evaluate`` section of params.yaml.
+        out_dir: the stage's output folder (``artifacts/evaluate``).
+
+    Returns:
+        The content of metrics.json.
+    """
+    model_dir, data_dir, out_dir = Path(model_dir), Path(data_dir), Path(out_dir)
+    info = json.loads((model_dir / "classes.json").read_text())
+    model = load_model(model_dir / "model.keras")
+    lists, split_info = read_split(split_dir)
+    test = lists["test"]
+    labels = [0] * len(test) if info["task"] == "orientation" else [info["classes"].index(x) for x in test["label"]]
+    metrics = _score_and_write(
+        model, info, [data_dir / p for p in test["path"]], labels, list(test["path"]), params, out_dir, "test split"
+    )
+    metrics["split_id"] = split_info["split_id"]
+    if params.holdout_dir:
+        files, names = holdout_files(Path(params.holdout_dir), info["classes"], info["task"])
+        held = [0] * len(files) if info["task"] == "orientation" else [info["classes"].index(n) for n in names]
+        rel = [p.relative_to(params.holdout_dir).as_posix() for p in files]
+        metrics["holdout"] = _score_and_write(
+            model, info, files, held, rel, params, out_dir / "holdout", f"hold-out {params.holdout_dir}"
+        )
+    write_json(out_dir / "metrics.json", metrics)
+    save_resolved(params, out_dir)
+    return metrics

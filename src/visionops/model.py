@@ -1,0 +1,179 @@
+"""EfficientNet factory: backbone by name, classification head, weights resolution, freeze policy, devices."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from visionops.config import ConfigError, TrainParams
+from visionops.files import sha256_file
+
+log = logging.getLogger(__name__)
+SCRATCH_BN_MOMENTUM = 0.9
+
+
+class WeightsError(RuntimeError):
+    """The configured weights cannot be loaded and the policy says stop. The message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class WeightsUsed:
+    """Which initial weights the backbone really got: recorded for later stages and MLflow."""
+
+    requested: str | None
+    used: str  # "imagenet", "random", or "file"
+    path: str | None = None
+    sha256: str | None = None
+    fallback_reason: str | None = None
+
+    def to_json(self) -> str:
+        """The record as JSON (weights.json)."""
+        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+
+
+def imagenet_cache_file(variant: str) -> Path:
+    """Where Keras looks for the variant's ImageNet 'notop' weights before downloading them."""
+    match = re.fullmatch(r"EfficientNet(V2)?(\w+)", variant)
+    name = f"efficientnetv2-{match.group(2).lower()}" if match.group(1) else f"efficientnet{match.group(2).lower()}"
+    home = os.environ.get("KERAS_HOME") or Path.home() / ".keras"
+    return Path(home) / "models" / f"{name}_notop.h5"
+
+
+def _backbone(variant: str, size: int, weights: str | None) -> keras.Model:
+    factory = getattr(keras.applications, variant)
+    return factory(include_top=False, weights=weights, input_shape=(size, size, 3), pooling="avg")
+
+
+def build_backbone(params: TrainParams) -> tuple[keras.Model, WeightsUsed]:
+    """Create the EfficientNet backbone with the weights params ask for, following the fallback policy.
+
+    Raises:
+        ConfigError: ``train.weights`` names a file that does not exist.
+        WeightsError: ImageNet weights cannot be fetched and ``train.weights_fallback`` is ``stop``.
+    """
+    requested, size = params.weights, params.size
+    if requested is None:
+        return _backbone(params.model, size, None), WeightsUsed(requested, "random")
+    if requested != "imagenet":
+        path = Path(requested).expanduser()
+        if not path.is_file():
+            raise ConfigError(
+                f"params.yaml: train.weights: weights file '{requested}' does not exist. Give the path of a "
+                f"{params.model} 'notop' weights file, 'imagenet', or null for random initialisation."
+            )
+        try:
+            model = _backbone(params.model, size, str(path))
+        except (ValueError, OSError) as err:
+            raise ConfigError(f"params.yaml: train.weights: '{requested}' does not fit {params.model}: {err}") from None
+        return model, WeightsUsed(requested, "file", str(path), sha256_file(path))
+    try:
+        return _backbone(params.model, size, "imagenet"), WeightsUsed(requested, "imagenet")
+    except Exception as err:  # noqa: BLE001 - keras.utils.get_file raises a bare Exception when offline
+        cache = imagenet_cache_file(params.model)
+        reason = (
+            f"train.weights=imagenet: cannot fetch the ImageNet weights of {params.model} ({err}). Put the file at "
+            f"{cache} (it is read from there before any download), set train.weights to a local weights file, "
+            "or set train.weights to null."
+        )
+        if params.weights_fallback == "stop":
+            raise WeightsError(reason + " Or set train.weights_fallback: random to train from scratch.") from None
+        log.warning("!" * 78 + "\n%s\nCONTINUING FROM RANDOM INITIALISATION (train.weights_fallback=random).\n" + "!" * 78, reason)
+        return _backbone(params.model, size, None), WeightsUsed(requested, "random", fallback_reason=reason)
+
+
+def batchnorm_frozen(policy: str, weights: WeightsUsed) -> bool:
+    """Resolve ``train.finetune.batchnorm``: 'auto' freezes BatchNormalization only over pretrained weights."""
+    return policy == "frozen" or (policy == "auto" and weights.used != "random")
+
+
+def build_model(backbone: keras.Model, num_classes: int, dropout: float, freeze_batchnorm: bool = True) -> keras.Model:
+    """Backbone + dropout + softmax head.
+
+    With ``freeze_batchnorm`` the backbone is called in inference mode, so BatchNormalization keeps its
+    pretrained statistics even when its block is unfrozen (the Keras fine-tuning recipe). The softmax output
+    is float32 even under mixed precision, for a numerically stable loss.
+    """
+    if not freeze_batchnorm:
+        # Keras' default momentum (0.99) needs ~500 steps before the moving statistics used at evaluation
+        # mean anything; a short run from scratch has fewer, so it would validate on garbage statistics.
+        for layer in backbone.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = SCRATCH_BN_MOMENTUM
+    inputs = keras.Input(backbone.input_shape[1:], name="image")  # float 0–255: the backbone rescales itself
+    features = backbone(inputs, training=False) if freeze_batchnorm else backbone(inputs)
+    features = keras.layers.Dropout(dropout, name="head_dropout")(features)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(features)
+    return keras.Model(inputs, outputs, name=f"{backbone.name}_classifier")
+
+
+def block_ids(backbone: keras.Model) -> list[str]:
+    """The backbone's block ids in order (``block1`` … ``block7``), read from its layer names."""
+    ids = []
+    for layer in backbone.layers:
+        match = re.match(r"(block\d+)", layer.name)
+        if match and match.group(1) not in ids:
+            ids.append(match.group(1))
+    return ids
+
+
+def freeze_for_stage(
+    model: keras.Model, stage: int, unfreeze_blocks: int | str = "all", freeze_batchnorm: bool = True
+) -> None:
+    """Set trainable flags for fine-tuning stage 1 (head only) or 2 (top blocks and head).
+
+    In stage 2 the top ``unfreeze_blocks`` blocks (and the final conv) train; with ``freeze_batchnorm`` every
+    BatchNormalization layer stays frozen, since small batches would wreck pretrained statistics.
+    Recompile after calling this.
+    """
+    backbone = model.layers[1]
+    if stage == 1:
+        backbone.trainable = False
+        return
+    backbone.trainable = True
+    ids = block_ids(backbone)
+    keep = set(ids) if unfreeze_blocks == "all" else set(ids[-int(unfreeze_blocks) :])
+    for layer in backbone.layers:
+        match = re.match(r"(block\d+)", layer.name)
+        in_top = layer.name.startswith("top_") or (match is not None and match.group(1) in keep)
+        is_bn = isinstance(layer, keras.layers.BatchNormalization)
+        layer.trainable = (unfreeze_blocks == "all" or in_top) and not (is_bn and freeze_batchnorm)
+
+
+def distribution_strategy() -> tf.distribute.Strategy:
+    """MultiWorkerMirroredStrategy when TF_CONFIG is set, MirroredStrategy with several GPUs, else default."""
+    if os.environ.get("TF_CONFIG"):
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if len(tf.config.list_physical_devices("GPU")) > 1:
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def configure_precision() -> dict[str, bool]:
+    """On a GPU: mixed_float16 and XLA. On CPU both stay off (XLA made B0 ~6x slower on CPU here)."""
+    gpu = bool(tf.config.list_physical_devices("GPU"))
+    keras.mixed_precision.set_global_policy("mixed_float16" if gpu else "float32")
+    return {"gpu": gpu, "mixed_precision": gpu, "xla": gpu}
+
+
+def load_model(path: Path) -> keras.Model:
+    """Load a saved model with Keras safe_mode: a file carrying code (Lambda layers) is refused.
+
+    Raises:
+        ValueError: the file holds arbitrary code; the message says why it is refused.
+    """
+    try:
+        return keras.saving.load_model(path, safe_mode=True, compile=False)
+    except ValueError as err:
+        if "safe_mode" in str(err) or "Lambda" in str(err):
+            raise ValueError(
+                f"{path}: refused to load, it carries Python code (a Lambda layer) that could run anything. "
+                "Only load models you trust, re-saved without Lambda layers."
+            ) from None
+        raise

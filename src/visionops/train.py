@@ -1,0 +1,198 @@
+"""The train stage: two-stage fine-tuning of EfficientNet on the split lists.
+
+Stage 1 trains the head on a frozen backbone; stage 2 unfreezes the backbone's top blocks (BatchNormalization
+stays frozen) at a lower learning rate. Every epoch is backed up under ``artifacts/.resume/``, so a killed run
+resumes where it stopped when started again with the same config and data; a finished stage is not redone.
+
+Writes into the output folder: model.keras, history.csv, classes.json (class names and preprocessing),
+weights.json (the initial weights really used), params.json, augment_preview.png and tensorboard/.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import keras
+import numpy as np
+import pandas as pd
+
+from visionops.augment import build_augment, preview_grid
+from visionops.config import AugmentStep, TrainParams, save_resolved
+from visionops.dataset import ROTATIONS, Batches, balanced_class_weights, cache_images
+from visionops.files import atomic_write_bytes, atomic_write_text, dump_json, write_json
+from visionops.model import (
+    WeightsUsed,
+    batchnorm_frozen,
+    build_backbone,
+    build_model,
+    configure_precision,
+    distribution_strategy,
+    freeze_for_stage,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What the train stage produced."""
+
+    model_path: Path
+    history: pd.DataFrame
+    weights: WeightsUsed
+    classes: list[str]
+
+
+def read_split(split_dir: Path) -> tuple[dict[str, pd.DataFrame], dict]:
+    """The train/val/test lists and split.json of the split stage.
+
+    Raises:
+        FileNotFoundError: the split stage has not run.
+    """
+    split_dir = Path(split_dir)
+    if not (split_dir / "split.json").is_file():
+        raise FileNotFoundError(f"{split_dir}/split.json not found: run the split stage first (`dvc repro split`).")
+    lists = {s: pd.read_csv(split_dir / f"{s}.csv", dtype=str, keep_default_na=False) for s in ("train", "val", "test")}
+    return lists, json.loads((split_dir / "split.json").read_text())
+
+
+def class_names(split_info: dict, task: str) -> list[str]:
+    """Output classes: the data's labels (sorted), or the four rotations for the orientation task."""
+    return [str(r) for r in ROTATIONS] if task == "orientation" else list(split_info["classes"])
+
+
+def resize_side(params: TrainParams) -> int:
+    """Side of the cached images: the training size plus the crop margin."""
+    return round(params.size * params.resize_margin)
+
+
+def _labels(frame: pd.DataFrame, classes: list[str], task: str) -> list[int]:
+    return [0] * len(frame) if task == "orientation" else [classes.index(label) for label in frame["label"]]
+
+
+def _compile(model: keras.Model, learning_rate: float, params: TrainParams, xla: bool) -> None:
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=params.label_smoothing),
+        metrics=["accuracy"],
+        jit_compile=xla,
+    )
+
+
+def train(
+    data_dir: Path, split_dir: Path, params: TrainParams, augment: list[AugmentStep], out_dir: Path
+) -> TrainResult:
+    """Run the train stage.
+
+    Args:
+        data_dir: the image root the split lists are relative to.
+        split_dir: the split stage's output folder.
+        params: the ``train`` section of params.yaml.
+        augment: the ``augment`` list of params.yaml.
+        out_dir: the stage's output folder (``artifacts/train``).
+
+    Raises:
+        ConfigError: bad augmentation or weights settings (checked before any data is read).
+        WeightsError: ImageNet weights unavailable and ``train.weights_fallback`` is ``stop``.
+        FileNotFoundError: the split stage has not run.
+    """
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    keras.utils.set_random_seed(params.seed)
+    pipeline = build_augment(augment, params.task, params.seed)
+    lists, split_info = read_split(split_dir)
+    classes = class_names(split_info, params.task)
+    device = configure_precision()
+    with distribution_strategy().scope():
+        backbone, weights = build_backbone(params)
+        frozen_bn = batchnorm_frozen(params.finetune.batchnorm, weights)
+        model = build_model(backbone, len(classes), params.dropout, frozen_bn)
+
+    side, size = resize_side(params), params.size
+    cache_dir = out_dir.parent / ".cache" if params.cache == "disk" else None
+    images = {s: cache_images([data_dir / p for p in lists[s]["path"]], side, cache_dir) for s in ("train", "val")}
+    labels = {s: _labels(lists[s], classes, params.task) for s in ("train", "val")}
+    weighting = (
+        balanced_class_weights(labels["train"], len(classes))
+        if params.class_weights and params.task == "classification" else None
+    )  # fmt: skip
+    common = {"num_classes": len(classes), "size": size, "task": params.task, "seed": params.seed}
+    train_batches = Batches(
+        images["train"], labels["train"], batch_size=params.batch_size, augment=pipeline, training=True,
+        class_weights=weighting, workers=params.workers, **common,
+    )  # fmt: skip
+    val_batches = Batches(images["val"], labels["val"], batch_size=params.batch_size, **common) if len(
+        lists["val"]
+    ) else None
+    preview = np.clip(train_batches[0][0][:32], 0, 255).astype(np.uint8)
+    atomic_write_bytes(out_dir / "augment_preview.png", cv2.imencode(".png", preview_grid(preview))[1].tobytes())
+
+    resume = out_dir.parent / ".resume" / f"train-{_run_key(params, augment, split_info)}"
+    resume.mkdir(parents=True, exist_ok=True)
+    monitor = "val_loss" if val_batches is not None else "loss"
+    for stage, stage_params in ((1, params.head), (2, params.finetune)):
+        freeze_for_stage(model, stage, params.finetune.unfreeze_blocks, frozen_bn)
+        _compile(model, stage_params.learning_rate, params, device["xla"])
+        done = resume / f"stage{stage}.weights.h5"
+        if done.is_file():
+            log.info("stage %d finished in an earlier run: loading %s", stage, done)
+            model.load_weights(done)
+            continue
+        if stage_params.epochs:
+            model.fit(
+                train_batches, validation_data=val_batches, epochs=stage_params.epochs, shuffle=False,
+                verbose=1 if sys.stdout.isatty() else 2,
+                callbacks=[
+                    keras.callbacks.BackupAndRestore(str(resume / f"stage{stage}-backup")),
+                    keras.callbacks.CSVLogger(str(resume / f"stage{stage}-history.csv"), append=True),
+                    keras.callbacks.EarlyStopping(monitor, patience=params.early_stopping_patience,
+                                                  restore_best_weights=True),
+                    keras.callbacks.TensorBoard(str(out_dir / "tensorboard" / f"stage{stage}")),
+                ],
+            )  # fmt: skip
+        model.save_weights(resume / f".stage{stage}.tmp.weights.h5")
+        (resume / f".stage{stage}.tmp.weights.h5").replace(done)
+
+    history = _history(resume)
+    model_path = out_dir / "model.keras"
+    tmp = out_dir / ".model.tmp.keras"
+    model.save(tmp)
+    tmp.replace(model_path)  # a killed save never leaves a truncated model.keras for evaluate to load
+    atomic_write_text(out_dir / "history.csv", history.to_csv(index=False, lineterminator="\n"))
+    atomic_write_text(out_dir / "weights.json", weights.to_json())
+    write_json(out_dir / "classes.json", {"classes": classes, "task": params.task, "model": params.model,
+                                          "image_size": size, "resize_side": side, "batchnorm_frozen": frozen_bn, **device})  # fmt: skip
+    save_resolved({"train": params, "augment": augment}, out_dir)
+    shutil.rmtree(resume, ignore_errors=True)
+    return TrainResult(model_path, history, weights, classes)
+
+
+def _run_key(params: TrainParams, augment: list[AugmentStep], split_info: dict) -> str:
+    """Resume state belongs to one config on one split: anything else starts fresh."""
+    config = dump_json({"train": params.model_dump(mode="json"), "augment": [a.model_dump() for a in augment]})
+    return hashlib.sha256((config + split_info["split_id"]).encode()).hexdigest()[:16]
+
+
+def _history(resume: Path) -> pd.DataFrame:
+    """Both stages' per-epoch logs on one continuous epoch axis (a resumed epoch logged twice counts once)."""
+    frames, offset = [], 0
+    for stage in (1, 2):
+        path = resume / f"stage{stage}-history.csv"
+        if not path.is_file():
+            continue
+        frame = pd.read_csv(path).drop_duplicates("epoch", keep="last").sort_values("epoch")
+        frame.insert(0, "stage", stage)
+        frame["epoch"] = range(offset, offset + len(frame))
+        offset += len(frame)
+        frames.append(frame)
+    if not frames:
+        return pd.DataFrame(columns=["stage", "epoch", "loss", "accuracy"])
+    columns = ["epoch", "stage", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"]
+    merged = pd.concat(frames, ignore_index=True)
+    return merged[[c for c in columns if c in merged.columns]]

@@ -1,0 +1,136 @@
+"""Model behaviour: head, input range, freezing per stage, weights resolution, overfitting, save/load."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from conftest import SIZE, tiny_params
+
+from visionops.config import ConfigError
+from visionops.model import (
+    WeightsError,
+    batchnorm_frozen,
+    build_backbone,
+    build_model,
+    freeze_for_stage,
+    imagenet_cache_file,
+    load_model,
+)
+
+pytestmark = pytest.mark.slow
+
+
+def _model(weights=None, classes: int = 3, policy: str = "auto"):
+    backbone, used = build_backbone(tiny_params(weights=str(weights) if weights else None))
+    frozen = batchnorm_frozen(policy, used)
+    return build_model(backbone, classes, 0.2, frozen), used, frozen
+
+
+def _all_layers(model: keras.Model):
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)
+
+
+def test_output_is_a_float32_softmax_over_the_data_classes() -> None:
+    model, _, _ = _model(classes=5)
+    out = model.predict(np.random.default_rng(0).uniform(0, 255, (2, SIZE, SIZE, 3)).astype("float32"), verbose=0)
+    assert out.shape == (2, 5) and out.dtype == np.float32
+    assert np.allclose(out.sum(axis=1), 1, atol=1e-5)
+
+
+def test_exactly_one_rescaling_to_unit_range() -> None:
+    """The backbone divides by 255 itself; a second scaling anywhere (model or pipeline) breaks pretrained weights."""
+    model, _, _ = _model()
+    scales = [layer.scale for layer in _all_layers(model) if isinstance(layer, keras.layers.Rescaling)]
+    assert scales == [pytest.approx(1 / 255)], scales
+
+
+def test_trainable_weights_per_stage(pretrained_file: Path) -> None:
+    model, used, frozen = _model(pretrained_file)
+    assert used.used == "file" and used.sha256 and frozen
+    freeze_for_stage(model, 1, 2, frozen)
+    assert [w.path for w in model.trainable_weights] == ["predictions/kernel", "predictions/bias"]
+    freeze_for_stage(model, 2, 1, frozen)
+    names = [w.path for w in model.trainable_weights]
+    assert names[-2:] == ["predictions/kernel", "predictions/bias"] and len(names) > 2
+    assert all(n.startswith(("block7", "top_conv", "predictions")) for n in names), names
+    freeze_for_stage(model, 2, "all", frozen)
+    assert any(n.startswith("block1") for n in (w.path for w in model.trainable_weights))
+
+
+def test_every_batchnorm_stays_frozen_in_stage_2(pretrained_file: Path) -> None:
+    model, _, frozen = _model(pretrained_file)
+    freeze_for_stage(model, 2, "all", frozen)
+    bns = [layer for layer in _all_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
+    assert bns and not any(layer.trainable for layer in bns)
+    before = [layer.moving_mean.numpy().copy() for layer in bns]
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy")
+    x = np.random.default_rng(1).uniform(0, 255, (4, SIZE, SIZE, 3)).astype("float32")
+    model.train_on_batch(x, np.eye(3, dtype="float32")[[0, 1, 2, 0]])
+    assert all(np.array_equal(b, layer.moving_mean.numpy()) for b, layer in zip(before, bns, strict=True))
+
+
+def test_batchnorm_policy() -> None:
+    _, random, _ = _model()
+    assert not batchnorm_frozen("auto", random) and batchnorm_frozen("frozen", random)
+
+
+def test_a_tiny_batch_overfits() -> None:
+    keras.utils.set_random_seed(0)
+    model, _, frozen = _model(classes=2)
+    freeze_for_stage(model, 2, "all", frozen)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="categorical_crossentropy", metrics=["accuracy"])
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (8, SIZE, SIZE, 3)).astype("float32")
+    y = np.eye(2, dtype="float32")[[0, 1] * 4]
+    history = model.fit(x, y, epochs=40, batch_size=8, verbose=0)
+    assert history.history["accuracy"][-1] >= 0.99
+    assert history.history["loss"][-1] < 0.1
+
+
+def test_save_load_round_trip(tmp_path: Path) -> None:
+    model, _, _ = _model()
+    x = np.random.default_rng(2).uniform(0, 255, (3, SIZE, SIZE, 3)).astype("float32")
+    model.save(tmp_path / "m.keras")
+    loaded = load_model(tmp_path / "m.keras")
+    assert np.array_equal(model.predict(x, verbose=0), loaded.predict(x, verbose=0))
+
+
+def test_a_model_with_code_is_refused(tmp_path: Path) -> None:
+    inputs = keras.Input((4,))
+    outputs = keras.layers.Lambda(lambda t: t * 2)(inputs)
+    keras.Model(inputs, outputs).save(tmp_path / "lambda.keras")
+    with pytest.raises(ValueError, match="refused to load, it carries Python code"):
+        load_model(tmp_path / "lambda.keras")
+
+
+def test_missing_weights_file_names_the_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="train.weights: weights file .* does not exist"):
+        build_backbone(tiny_params(weights=str(tmp_path / "nope.h5")))
+
+
+def _online() -> bool:
+    try:
+        socket.getaddrinfo("storage.googleapis.com", 443)
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(_online(), reason="this machine can download ImageNet weights; the offline path is not taken")
+def test_imagenet_offline_policy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    cache = imagenet_cache_file("EfficientNetB0")
+    assert cache == tmp_path / "models" / "efficientnetb0_notop.h5"
+    with pytest.raises(WeightsError) as info:
+        build_backbone(tiny_params(weights="imagenet", weights_fallback="stop"))
+    for fragment in ("train.weights=imagenet", str(cache), "train.weights_fallback: random"):
+        assert fragment in str(info.value)
+    _, used = build_backbone(tiny_params(weights="imagenet", weights_fallback="random"))
+    assert used.used == "random" and used.requested == "imagenet" and str(cache) in used.fallback_reason

@@ -1,0 +1,119 @@
+"""The input pipeline: decoding, caching, value range, seeded augmentation, evaluation without it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from corpus import BAD_KINDS, exif_rotated_jpeg, good_class, write
+
+from visionops.augment import build_augment
+from visionops.config import AugmentStep
+from visionops.dataset import (
+    Batches,
+    balanced_class_weights,
+    cache_images,
+    center_crop,
+    decode_rgb,
+    examples,
+    load_square,
+)
+
+AUGMENT = [AugmentStep(name="HorizontalFlip", p=0.5), AugmentStep(name="RandomBrightnessContrast", p=0.8)]
+
+
+@pytest.mark.parametrize("kind", ["grayscale", "rgba", "png_16bit", "cmyk_jpeg", "png_named_jpg"])
+def test_decodes_to_8bit_rgb(kind: str) -> None:
+    image = decode_rgb(BAD_KINDS[kind][1]())
+    assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
+
+
+def test_exif_orientation_is_applied() -> None:
+    assert decode_rgb(exif_rotated_jpeg(64, 40)).shape[:2] == (64, 40)  # stored 64 wide, shown 40 wide
+
+
+def test_undecodable_names_the_source() -> None:
+    with pytest.raises(ValueError, match="broken.jpg"):
+        decode_rgb(b"not an image", "broken.jpg")
+
+
+def test_load_square_and_cache(tmp_path: Path) -> None:
+    path = write(tmp_path, "a.png", cv2.imencode(".png", np.zeros((30, 60, 3), np.uint8))[1].tobytes())
+    assert load_square(path, 20).shape == (20, 20, 3)
+    paths = good_class(tmp_path / "data", "cat", 5)
+    memory = cache_images(paths, 40)
+    disk = cache_images(paths, 40, cache_dir=tmp_path / "cache")
+    again = cache_images(paths, 40, cache_dir=tmp_path / "cache")
+    assert memory.shape == (5, 40, 40, 3) and memory.dtype == np.uint8
+    assert np.array_equal(memory, disk) and np.array_equal(disk, again)
+    assert isinstance(again, np.memmap) and len(list((tmp_path / "cache").iterdir())) == 1
+
+
+def _batches(images: np.ndarray, **kwargs) -> Batches:
+    labels = [i % 3 for i in range(len(images))]
+    return Batches(images, labels, num_classes=3, size=32, batch_size=4, **kwargs)
+
+
+@pytest.fixture
+def images() -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, (10, 38, 38, 3), dtype=np.uint8)
+
+
+def test_batches_are_float_0_255_with_one_hot_labels(images: np.ndarray) -> None:
+    x, y, w = _batches(images)[0]
+    assert x.dtype == np.float32 and x.shape == (4, 32, 32, 3)
+    assert x.max() > 200 and x.min() >= 0, "EfficientNet rescales itself: feed 0-255, never divide by 255"
+    assert np.array_equal(y.argmax(axis=1), [0, 1, 2, 0]) and np.allclose(y.sum(axis=1), 1)
+    assert np.allclose(w, 1)
+    assert len(_batches(images)) == 3  # 10 images in batches of 4
+
+
+def test_evaluation_is_the_centre_crop_without_augmentation(images: np.ndarray) -> None:
+    pipeline = build_augment(AUGMENT, "classification", 0)
+    batches = _batches(images, augment=pipeline, training=False)
+    x, _, _ = batches[0]
+    assert np.array_equal(x, np.stack([center_crop(i, 32) for i in images[:4]]).astype(np.float32))
+
+
+def test_training_augmentation_is_seeded_and_order_free(images: np.ndarray) -> None:
+    def make(seed: int) -> Batches:
+        return _batches(images, augment=build_augment(AUGMENT, "classification", seed), training=True, seed=seed)
+
+    one, two = make(1), make(1)
+    first = one[0][0]
+    assert np.array_equal(first, two[0][0])
+    assert np.array_equal(one[1][0], two[1][0])
+    reversed_order = make(1)
+    later, earlier = reversed_order[1][0], reversed_order[0][0]
+    assert np.array_equal(earlier, first) and np.array_equal(later, one[1][0])
+    assert not np.array_equal(first, make(2)[0][0])
+    plain = _batches(images)[0][0]
+    assert not np.array_equal(first, plain), "training batches are cropped and augmented"
+
+
+def test_epochs_reshuffle(images: np.ndarray) -> None:
+    batches = _batches(images, training=True, seed=3)
+    first = batches.order.copy()
+    batches.on_epoch_end()
+    assert sorted(batches.order) == sorted(first) and not np.array_equal(batches.order, first)
+
+
+def test_orientation_examples_are_balanced_rotations(images: np.ndarray) -> None:
+    index, label, rotation = examples([0] * 3, "orientation")
+    assert list(index) == [0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2]
+    assert np.bincount(label).tolist() == [3, 3, 3, 3] and np.array_equal(label, rotation)
+    batches = Batches(images[:3], [0] * 3, num_classes=4, size=32, batch_size=4, task="orientation")
+    x, y, _ = batches[0]
+    base = center_crop(images[0], 32)
+    for k in range(4):
+        assert np.array_equal(x[k], np.rot90(base, k).astype(np.float32))
+        assert y[k].argmax() == k
+
+
+def test_balanced_class_weights() -> None:
+    weights = balanced_class_weights([0, 0, 0, 1], 3)
+    assert weights[0] == pytest.approx(4 / 9) and weights[1] == pytest.approx(4 / 3) and weights[2] == 0.0
+    batches = Batches(np.zeros((4, 32, 32, 3), np.uint8), [0, 0, 0, 1], 3, 32, 4, class_weights=weights)
+    assert np.allclose(batches[0][2], [4 / 9, 4 / 9, 4 / 9, 4 / 3])
