@@ -73,7 +73,9 @@ def main() -> None:
             "baseline: cv2.imdecode loop, 1 process": lambda: baseline_imdecode(files),
             "probe, 1 process": lambda: scan(root, params.max_pixels, workers=1),
             f"probe, {cores} threads": lambda: probe_threads(root, files, cores),
-            f"probe, {cores} forked processes (validate's choice)": lambda: scan(root, params.max_pixels, workers=cores),
+            f"probe, {cores} forked processes (validate's choice)": lambda: scan(
+                root, params.max_pixels, workers=cores
+            ),
             f"validate stage end to end ({cores} forked processes + GE suites + Data Docs)": lambda: validate(
                 root, params, Path(tmp) / "out", workers=cores
             ),

@@ -60,3 +60,17 @@ def project_copy(tmp_path: Path) -> Path:
     run(["git", "add", "-A"], cwd=dest)
     run(["git", "commit", "-q", "-m", "copy"], cwd=dest)
     return dest
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip `gpu` tests on machines without a GPU (CI, laptops); they run where one is visible."""
+    if not any(item.get_closest_marker("gpu") for item in items):
+        return
+    import tensorflow as tf
+
+    if tf.config.list_physical_devices("GPU"):
+        return
+    skip = pytest.mark.skip(reason="needs a GPU: none is visible to TensorFlow here")
+    for item in items:
+        if item.get_closest_marker("gpu"):
+            item.add_marker(skip)

@@ -19,11 +19,12 @@ from visionops.config import AugmentStep, ConfigError
 
 def transform_names() -> list[str]:
     """Every albumentations image transform that can be named in params.yaml."""
+    abstract = ("Basic", "Dual", "ImageOnly", "Base")
     return sorted(
         name
         for name, obj in vars(A).items()
-        if isinstance(obj, type) and issubclass(obj, A.BasicTransform) and not name.startswith(("Basic", "Dual", "ImageOnly", "Base"))
-    )  # fmt: skip
+        if isinstance(obj, type) and issubclass(obj, A.BasicTransform) and not name.startswith(abstract)
+    )
 
 
 def is_geometric(transform_cls: type) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -14,7 +15,8 @@ from rich.console import Console
 from visionops.config import ConfigError, load_params
 
 app = typer.Typer(
-    help="Fine-tune EfficientNet on DVC-versioned image folders: sample data, validate, split, train, evaluate, predict.",
+    help="Fine-tune EfficientNet on DVC-versioned image folders: sample data, validate, split, train, evaluate, "
+    "predict.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -22,8 +24,28 @@ app = typer.Typer(
 err = Console(stderr=True)
 out = Console()
 
+
+@app.callback()
+def _setup() -> None:
+    """Show the package's own log lines (resume notices, weight fallbacks) on stderr."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    logger = logging.getLogger("visionops")
+    logger.setLevel(logging.INFO)
+    if not logger.handlers:
+        logger.addHandler(handler)
+
+
 ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml to read.")]
 DataOpt = Annotated[Path, typer.Option("--data", help="Class-per-folder image root: data/<label>/<image>.")]
+OutOpt = Annotated[Path, typer.Option("--out", help="Output folder.")]
+SplitOpt = Annotated[Path, typer.Option("--split", help="The split stage's output folder.")]
+ModelOpt = Annotated[Path, typer.Option("--model", help="model.keras, or the train stage's folder holding it.")]
+
+
+def _warn(warnings: list[str]) -> None:
+    for warning in warnings:
+        err.print(f"[yellow]warning:[/] {warning}", highlight=False)
 
 
 def _user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -63,7 +85,7 @@ def sample_data(
 def validate(
     params: ParamsOpt = Path("params.yaml"),
     data: DataOpt = Path("data"),
-    out_dir: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("artifacts/validate"),
+    out_dir: OutOpt = Path("artifacts/validate"),
     workers: Annotated[int | None, typer.Option(help="Reader threads; default: all cores.")] = None,
 ) -> None:
     """Scan data/, run the Great Expectations suites, quarantine bad files, write the manifest and Data Docs."""
@@ -75,8 +97,7 @@ def validate(
     out.print(f"classes: {json.dumps(s['classes'])}")
     for reason, n in s["quarantine_reasons"].items():
         out.print(f"  quarantined {n}: {reason} (see {out_dir / 'quarantine.csv'})")
-    for warning in s["warnings"]:
-        err.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    _warn(s["warnings"])
 
 
 @app.command()
@@ -86,15 +107,14 @@ def split(
     manifest: Annotated[Path, typer.Option(help="The validate stage's manifest.")] = Path(
         "artifacts/validate/manifest.csv"
     ),
-    out_dir: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("artifacts/split"),
+    out_dir: OutOpt = Path("artifacts/split"),
 ) -> None:
     """Split the usable images into train / val / test lists by a seeded hash of their content."""
     from visionops.split import split as run
 
     report = run(manifest, load_params(params).split, out_dir)
     out.print(f"split: {json.dumps(report['totals'])} (split_id {report['split_id'][:12]})")
-    for warning in report["warnings"]:
-        err.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    _warn(report["warnings"])
 
 
 @app.command()
@@ -102,10 +122,8 @@ def split(
 def train(
     params: ParamsOpt = Path("params.yaml"),
     data: DataOpt = Path("data"),
-    split_dir: Annotated[Path, typer.Option("--split", help="The split stage's output folder.")] = Path(
-        "artifacts/split"
-    ),
-    out_dir: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("artifacts/train"),
+    split_dir: SplitOpt = Path("artifacts/split"),
+    out_dir: OutOpt = Path("artifacts/train"),
 ) -> None:
     """Fine-tune EfficientNet in two stages (head, then top blocks); resumes a killed run."""
     from visionops.train import train as run
@@ -122,13 +140,9 @@ def train(
 def evaluate(
     params: ParamsOpt = Path("params.yaml"),
     data: DataOpt = Path("data"),
-    model_dir: Annotated[Path, typer.Option("--model", help="The train stage's output folder.")] = Path(
-        "artifacts/train"
-    ),
-    split_dir: Annotated[Path, typer.Option("--split", help="The split stage's output folder.")] = Path(
-        "artifacts/split"
-    ),
-    out_dir: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("artifacts/evaluate"),
+    model_dir: ModelOpt = Path("artifacts/train"),
+    split_dir: SplitOpt = Path("artifacts/split"),
+    out_dir: OutOpt = Path("artifacts/evaluate"),
 ) -> None:
     """Score the model on the test split (and evaluate.holdout_dir): metrics, per-class report, confusion matrix."""
     from visionops.evaluate import evaluate as run
@@ -142,9 +156,7 @@ def evaluate(
 @_user_errors
 def predict(
     source: Annotated[Path, typer.Argument(help="An image file or a folder of images.")],
-    model: Annotated[Path, typer.Option(help="model.keras, or the folder holding it and classes.json.")] = Path(
-        "artifacts/train"
-    ),
+    model: ModelOpt = Path("artifacts/train"),
     output: Annotated[Path, typer.Option("--out", help="CSV to write.")] = Path("predictions.csv"),
     top_k: Annotated[int, typer.Option(help="Labels per image.", min=1)] = 3,
 ) -> None:

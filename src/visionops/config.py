@@ -210,7 +210,9 @@ def parse_params(raw: Any, source: str = "params.yaml") -> Params:
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: expected a mapping of sections (validate:, split:, ...), got {type(raw).__name__}")
+        raise ConfigError(
+            f"{source}: expected a mapping of sections (validate:, split:, ...), got {type(raw).__name__}"
+        )
     try:
         return Params.model_validate(raw)
     except ValidationError as err:

@@ -7,17 +7,16 @@ params.json. The orientation task scores all four rotations of every test image.
 from __future__ import annotations
 
 import io
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only, never a window
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from sklearn.metrics import (  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from sklearn.metrics import (
     accuracy_score,
     confusion_matrix,
     f1_score,
@@ -26,12 +25,12 @@ from sklearn.metrics import (  # noqa: E402
     top_k_accuracy_score,
 )
 
-from visionops.config import EvaluateParams, save_resolved  # noqa: E402
-from visionops.dataset import ROTATIONS, Batches, cache_images  # noqa: E402
-from visionops.files import atomic_write_bytes, atomic_write_text, write_json  # noqa: E402
-from visionops.model import load_model  # noqa: E402
-from visionops.probe import is_hidden  # noqa: E402
-from visionops.train import read_split  # noqa: E402
+from visionops.config import EvaluateParams, save_resolved
+from visionops.dataset import ROTATIONS, Batches, cache_images
+from visionops.files import atomic_write_bytes, atomic_write_text, write_json
+from visionops.model import load_trained
+from visionops.probe import is_hidden
+from visionops.train import read_split
 
 
 @dataclass(frozen=True)
@@ -70,16 +69,14 @@ def score(y_true: np.ndarray, probs: np.ndarray, classes: list[str], top_k: int,
     labels = list(range(len(classes)))
     predicted = probs.argmax(axis=1)
     k = min(top_k, len(classes))
-    precision, recall, f1, support = precision_recall_fscore_support(
-        y_true, predicted, labels=labels, zero_division=0
-    )
+    precision, recall, f1, support = precision_recall_fscore_support(y_true, predicted, labels=labels, zero_division=0)
     metrics = {
         "accuracy": float(accuracy_score(y_true, predicted)),
         "macro_f1": float(f1_score(y_true, predicted, labels=labels, average="macro", zero_division=0)),
         f"top_{k}_accuracy": float(top_k_accuracy_score(y_true, probs, k=k, labels=labels)),
         "roc_auc_ovr": _roc_auc(y_true, probs),
         "ece": expected_calibration_error(y_true, probs, bins),
-        "examples": int(len(y_true)),
+        "examples": len(y_true),
     }
     per_class = pd.DataFrame(
         {"class": classes, "precision": precision, "recall": recall, "f1": f1, "support": support.astype(int)}
@@ -154,7 +151,7 @@ def evaluate(model_dir: Path, data_dir: Path, split_dir: Path, params: EvaluateP
     """Run the evaluate stage.
 
     Args:
-        model_dir: the train stage's output folder (model.keras, classes.json).
+        model_dir: model.keras (with classes.json beside it) or the train stage's folder holding both.
         data_dir: the image root the split lists are relative to.
         split_dir: the split stage's output folder.
         params: the ``evaluate`` section of params.yaml.
@@ -163,9 +160,8 @@ def evaluate(model_dir: Path, data_dir: Path, split_dir: Path, params: EvaluateP
     Returns:
         The content of metrics.json.
     """
-    model_dir, data_dir, out_dir = Path(model_dir), Path(data_dir), Path(out_dir)
-    info = json.loads((model_dir / "classes.json").read_text())
-    model = load_model(model_dir / "model.keras")
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    model, info = load_trained(model_dir)
     lists, split_info = read_split(split_dir)
     test = lists["test"]
     labels = [0] * len(test) if info["task"] == "orientation" else [info["classes"].index(x) for x in test["label"]]

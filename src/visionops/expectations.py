@@ -28,7 +28,7 @@ class Failure:
 
     code: str
     message: str
-    keys: tuple[str, ...]
+    keys: frozenset[str]
 
 
 def files_suite(p: ValidateParams, classes: list[str]) -> list[gxe.Expectation]:
@@ -41,11 +41,13 @@ def files_suite(p: ValidateParams, classes: list[str]) -> list[gxe.Expectation]:
         gxe.ExpectColumnValuesToBeNull(column="error", meta=m("unusable", "{error}")),
         gxe.ExpectColumnValuesToBeBetween(
             column="pixels", max_value=p.max_pixels,
-            meta=m("too_many_pixels", f"{{width}}x{{height}} exceeds validate.max_pixels={p.max_pixels}; not decoded"),
+            meta=m("too_many_pixels",
+                   f"{{width}}x{{height}} exceeds validate.max_pixels={p.max_pixels}; not decoded"),
         ),
         gxe.ExpectColumnValuesToBeInSet(
             column="format", value_set=list(p.allowed_formats),
-            meta=m("format_not_allowed", f"format {{format}} is not in validate.allowed_formats={list(p.allowed_formats)}"),
+            meta=m("format_not_allowed",
+                   f"format {{format}} is not in validate.allowed_formats={list(p.allowed_formats)}"),
         ),
         gxe.ExpectColumnValuesToBeBetween(
             column="min_side", min_value=p.min_side,
@@ -53,7 +55,8 @@ def files_suite(p: ValidateParams, classes: list[str]) -> list[gxe.Expectation]:
         ),
         gxe.ExpectColumnValuesToBeInSet(
             column="channels", value_set=list(p.channels),
-            meta=m("channels_not_allowed", f"{{channels}} channel(s) ({{mode}}) not in validate.channels={list(p.channels)}"),
+            meta=m("channels_not_allowed",
+                   f"{{channels}} channel(s) ({{mode}}) not in validate.channels={list(p.channels)}"),
         ),
         gxe.ExpectColumnValuesToBeInSet(
             column="label", value_set=classes,
@@ -61,7 +64,8 @@ def files_suite(p: ValidateParams, classes: list[str]) -> list[gxe.Expectation]:
         ),
         gxe.ExpectColumnValuesToBeBetween(
             column="labels_for_content", max_value=1,
-            meta=m("label_conflict", "the same content is filed under several labels ({labels_of_content}); keep one copy"),
+            meta=m("label_conflict",
+                   "the same content is filed under several labels ({labels_of_content}); keep one copy"),
         ),
     ]  # fmt: skip
 
@@ -106,7 +110,10 @@ def run_suites(tables: dict[str, tuple[pd.DataFrame, str, list[gxe.Expectation]]
         site_config={
             "class_name": "SiteBuilder",
             "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(Path(docs_dir).resolve())},
+            "store_backend": {
+                "class_name": "TupleFilesystemStoreBackend",
+                "base_directory": str(Path(docs_dir).resolve()),
+            },
         },
     )
     source = context.data_sources.add_pandas("manifest")
@@ -128,7 +135,7 @@ def run_suites(tables: dict[str, tuple[pd.DataFrame, str, list[gxe.Expectation]]
         for item in result.results:
             if item.success:
                 continue
-            keys = tuple(str(row[key]) for row in item.result.get("unexpected_index_list") or [])
+            keys = frozenset(str(row[key]) for row in item.result.get("unexpected_index_list") or [])
             meta = item.expectation_config.meta
             failures.append(Failure(meta["code"], meta["message"], keys))
         outcome[name] = {"success": bool(result.success), "failures": failures, "evaluated": len(result.results)}

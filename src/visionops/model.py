@@ -75,7 +75,7 @@ def build_backbone(params: TrainParams) -> tuple[keras.Model, WeightsUsed]:
         return model, WeightsUsed(requested, "file", str(path), sha256_file(path))
     try:
         return _backbone(params.model, size, "imagenet"), WeightsUsed(requested, "imagenet")
-    except Exception as err:  # noqa: BLE001 - keras.utils.get_file raises a bare Exception when offline
+    except Exception as err:
         cache = imagenet_cache_file(params.model)
         reason = (
             f"train.weights=imagenet: cannot fetch the ImageNet weights of {params.model} ({err}). Put the file at "
@@ -84,7 +84,10 @@ def build_backbone(params: TrainParams) -> tuple[keras.Model, WeightsUsed]:
         )
         if params.weights_fallback == "stop":
             raise WeightsError(reason + " Or set train.weights_fallback: random to train from scratch.") from None
-        log.warning("!" * 78 + "\n%s\nCONTINUING FROM RANDOM INITIALISATION (train.weights_fallback=random).\n" + "!" * 78, reason)
+        log.warning(
+            "!" * 78 + "\n%s\nCONTINUING FROM RANDOM INITIALISATION (train.weights_fallback=random).\n" + "!" * 78,
+            reason,
+        )
         return _backbone(params.model, size, None), WeightsUsed(requested, "random", fallback_reason=reason)
 
 
@@ -177,3 +180,19 @@ def load_model(path: Path) -> keras.Model:
                 "Only load models you trust, re-saved without Lambda layers."
             ) from None
         raise
+
+
+def load_trained(model: Path) -> tuple[keras.Model, dict]:
+    """A trained model and its classes.json (class names, task, input size), from model.keras or its folder.
+
+    Raises:
+        FileNotFoundError: no model file, or no classes.json beside it.
+    """
+    model = Path(model)
+    path = model / "model.keras" if model.is_dir() else model
+    info_path = path.parent / "classes.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such model file; train one with `dvc repro train`")
+    if not info_path.is_file():
+        raise FileNotFoundError(f"{info_path} not found: the model's class names and input size are stored there")
+    return load_model(path), json.loads(info_path.read_text())

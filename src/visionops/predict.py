@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -10,24 +9,8 @@ import pandas as pd
 
 from visionops.dataset import center_crop, load_square
 from visionops.files import atomic_write_text
-from visionops.model import load_model
+from visionops.model import load_trained
 from visionops.probe import is_hidden
-
-
-def resolve_model(model: Path) -> tuple[Path, dict]:
-    """The model file and its classes.json, from a ``model.keras`` path or the folder that holds it.
-
-    Raises:
-        FileNotFoundError: no model or no classes.json beside it.
-    """
-    model = Path(model)
-    path = model / "model.keras" if model.is_dir() else model
-    info_path = path.parent / "classes.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such model file; train one with `dvc repro train`")
-    if not info_path.is_file():
-        raise FileNotFoundError(f"{info_path} not found: the model's class names and input size are stored there")
-    return path, json.loads(info_path.read_text())
 
 
 def image_files(source: Path) -> list[Path]:
@@ -40,7 +23,9 @@ def image_files(source: Path) -> list[Path]:
     return sorted(p for p in source.rglob("*") if p.is_file() and not is_hidden(p.relative_to(source)))
 
 
-def predict(model: Path, source: Path, out_csv: Path | None = None, top_k: int = 3, batch_size: int = 64) -> pd.DataFrame:
+def predict(
+    model: Path, source: Path, out_csv: Path | None = None, top_k: int = 3, batch_size: int = 64
+) -> pd.DataFrame:
     """Predict every image under ``source``; files that cannot be decoded get an ``error`` instead.
 
     Args:
@@ -53,8 +38,7 @@ def predict(model: Path, source: Path, out_csv: Path | None = None, top_k: int =
     Returns:
         One row per file: path, label_1, p_1, …, label_k, p_k, error.
     """
-    path, info = resolve_model(model)
-    keras_model = load_model(path)
+    keras_model, info = load_trained(model)
     classes, size, side = info["classes"], info["image_size"], info["resize_side"]
     k = min(top_k, len(classes))
     files = image_files(source)

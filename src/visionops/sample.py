@@ -29,7 +29,7 @@ def _rotated(points: np.ndarray, center: tuple[int, int], angle: float) -> np.nd
     return rel @ np.array([[c, s], [-s, c]]) + center
 
 
-def _circle(img, center, radius, color, angle):  # noqa: ARG001 - same signature as the other shapes
+def _circle(img, center, radius, color, angle):
     cv2.circle(img, center, radius, color, thickness=-1, lineType=cv2.LINE_AA)
 
 

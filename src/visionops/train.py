@@ -127,9 +127,9 @@ def train(
         images["train"], labels["train"], batch_size=params.batch_size, augment=pipeline, training=True,
         class_weights=weighting, workers=params.workers, **common,
     )  # fmt: skip
-    val_batches = Batches(images["val"], labels["val"], batch_size=params.batch_size, **common) if len(
-        lists["val"]
-    ) else None
+    val_batches = (
+        Batches(images["val"], labels["val"], batch_size=params.batch_size, **common) if len(lists["val"]) else None
+    )
     preview = np.clip(train_batches[0][0][:32], 0, 255).astype(np.uint8)
     atomic_write_bytes(out_dir / "augment_preview.png", cv2.imencode(".png", preview_grid(preview))[1].tobytes())
 
@@ -166,8 +166,8 @@ def train(
     tmp.replace(model_path)  # a killed save never leaves a truncated model.keras for evaluate to load
     atomic_write_text(out_dir / "history.csv", history.to_csv(index=False, lineterminator="\n"))
     atomic_write_text(out_dir / "weights.json", weights.to_json())
-    write_json(out_dir / "classes.json", {"classes": classes, "task": params.task, "model": params.model,
-                                          "image_size": size, "resize_side": side, "batchnorm_frozen": frozen_bn, **device})  # fmt: skip
+    info = {"classes": classes, "task": params.task, "model": params.model, "image_size": size, "resize_side": side}
+    write_json(out_dir / "classes.json", {**info, "batchnorm_frozen": frozen_bn, **device})
     save_resolved({"train": params, "augment": augment}, out_dir)
     shutil.rmtree(resume, ignore_errors=True)
     return TrainResult(model_path, history, weights, classes)

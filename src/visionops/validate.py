@@ -12,8 +12,8 @@ import contextlib
 import multiprocessing
 import os
 import shutil
-from collections import Counter
 import threading
+from collections import Counter
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -70,9 +70,9 @@ def list_files(root: Path) -> tuple[list[Path], list[FileFacts], list[str]]:
                 dirs.remove(name)
         files.extend(here / n for n in sorted(names))
     for entry in sorted(root.iterdir()):
-        if entry.is_dir() and not entry.is_symlink() and not is_hidden(entry.relative_to(root)):
-            if not any(f.is_file() and not is_hidden(f.relative_to(root)) for f in entry.rglob("*")):
-                empty.append(entry.name)
+        visible = entry.is_dir() and not entry.is_symlink() and not is_hidden(entry.relative_to(root))
+        if visible and not any(f.is_file() and not is_hidden(f.relative_to(root)) for f in entry.rglob("*")):
+            empty.append(entry.name)
     return files, folder_links, empty
 
 
@@ -118,6 +118,9 @@ def _file_table(facts: list[FileFacts]) -> pd.DataFrame:
 
 
 def _reason(row: dict, failures: list[Failure]) -> str:
+    """Why a row is not 'ok': its ignore note, or every failed expectation with its explanation."""
+    if row["status"] != "quarantined":
+        return row["ignored"] if row["status"] == "ignored" else ""
     parts = []
     for failure in failures:
         if row["path"] in failure.keys:
@@ -145,7 +148,8 @@ def validate(data_dir: Path, params: ValidateParams, out_dir: Path, workers: int
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     if not data_dir.is_dir():
         raise FileNotFoundError(
-            f"{data_dir}/ not found: run `dvc pull` to fetch the dataset, or `visionops sample-data` to make the sample."
+            f"{data_dir}/ not found: run `dvc pull` to fetch the dataset, or `visionops sample-data` to make "
+            "the sample."
         )
     facts = scan(data_dir, params.max_pixels, workers)
     table = _file_table(facts)
@@ -161,10 +165,7 @@ def validate(data_dir: Path, params: ValidateParams, out_dir: Path, workers: int
     table["status"] = "ok"
     table.loc[table["path"].isin(failing), "status"] = "quarantined"
     table.loc[table["ignored"].notna(), "status"] = "ignored"
-    table["reason"] = [
-        row["ignored"] if row["status"] == "ignored" else _reason(row, file_result["failures"]) if row["status"] != "ok" else ""
-        for row in table.to_dict("records")
-    ]  # fmt: skip
+    table["reason"] = [_reason(row, file_result["failures"]) for row in table.to_dict("records")]  # fmt: skip
 
     counts = table[table["status"] == "ok"].groupby("label").size()
     per_class = pd.DataFrame({"label": classes, "images": [int(counts.get(c, 0)) for c in classes]})
@@ -204,8 +205,8 @@ def _summary(
     if renamed:
         warnings.append(f"{renamed} file(s) whose extension does not match their content: kept (see the note column)")
     return {
-        "files": int(len(manifest)),
-        "usable": int(len(ok)),
+        "files": len(manifest),
+        "usable": len(ok),
         "quarantined": int((status == "quarantined").sum()),
         "ignored": int((status == "ignored").sum()),
         "classes": {row["label"]: int(row["images"]) for row in per_class.to_dict("records")},

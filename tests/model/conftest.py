@@ -30,5 +30,12 @@ def pretrained_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def tiny_params(**overrides) -> TrainParams:
     """TrainParams for 32-px B0 runs in tests."""
-    base = {"image_size": SIZE, "weights": None, "batch_size": 8, "workers": 1}
+    base = {
+        "image_size": SIZE,
+        "weights": None,
+        "batch_size": 8,
+        "workers": 1,
+        "head": {"epochs": 1},
+        "finetune": {"epochs": 1},
+    }
     return TrainParams.model_validate({**base, **overrides})

@@ -111,7 +111,7 @@ def test_a_model_with_code_is_refused(tmp_path: Path) -> None:
 
 
 def test_missing_weights_file_names_the_key(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="train.weights: weights file .* does not exist"):
+    with pytest.raises(ConfigError, match=r"train\.weights: weights file .* does not exist"):
         build_backbone(tiny_params(weights=str(tmp_path / "nope.h5")))
 
 

@@ -35,7 +35,7 @@ def test_exif_orientation_is_applied() -> None:
 
 
 def test_undecodable_names_the_source() -> None:
-    with pytest.raises(ValueError, match="broken.jpg"):
+    with pytest.raises(ValueError, match=r"broken\.jpg"):
         decode_rgb(b"not an image", "broken.jpg")
 
 

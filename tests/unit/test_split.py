@@ -80,9 +80,7 @@ def test_quarantined_rows_are_excluded(tmp_path: Path) -> None:
 
 def test_class_without_training_image_is_an_error(tmp_path: Path) -> None:
     frame = _manifest({"a": 20, "b": 1})
-    params = next(
-        SplitParams(seed=s) for s in range(100) if assign(frame, SplitParams(seed=s)).iloc[-1] != "train"
-    )
+    params = next(SplitParams(seed=s) for s in range(100) if assign(frame, SplitParams(seed=s)).iloc[-1] != "train")
     with pytest.raises(SplitError, match=r"\['b'\] got no training image"):
         split(_write(frame, tmp_path / "m.csv"), params, tmp_path / "out")
 

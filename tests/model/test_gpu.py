@@ -1,0 +1,51 @@
+"""GPU-only paths: mixed precision and XLA are switched on automatically. Skipped without a GPU."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from conftest import SIZE, tiny_params
+from corpus import good_class
+
+from visionops.config import SplitParams, ValidateParams
+from visionops.model import build_backbone, build_model, configure_precision
+from visionops.split import split
+from visionops.train import train
+from visionops.validate import validate
+
+pytestmark = [pytest.mark.gpu, pytest.mark.slow]
+
+
+@pytest.fixture
+def restore_policy():
+    yield
+    keras.mixed_precision.set_global_policy("float32")
+
+
+def test_mixed_precision_with_float32_output(restore_policy) -> None:
+    device = configure_precision()
+    assert device == {"gpu": True, "mixed_precision": True, "xla": True}
+    assert keras.mixed_precision.global_policy().name == "mixed_float16"
+    backbone, _ = build_backbone(tiny_params())
+    model = build_model(backbone, 3, 0.2, freeze_batchnorm=False)
+    assert model.layers[-1].compute_dtype == "float32"
+    model.compile(optimizer="adam", loss="categorical_crossentropy", jit_compile=True)
+    x = np.random.default_rng(0).uniform(0, 255, (8, SIZE, SIZE, 3)).astype("float32")
+    loss = model.train_on_batch(x, np.eye(3, dtype="float32")[[0, 1, 2, 0, 1, 2, 0, 1]])
+    assert np.isfinite(loss)
+    assert model.predict(x, verbose=0).dtype == np.float32
+
+
+def test_train_records_the_gpu_settings(tmp_path: Path, restore_policy) -> None:
+    data = tmp_path / "data"
+    for label in ("a", "b"):
+        good_class(data, label, 8)
+    validate(data, ValidateParams(min_images_per_class=3), tmp_path / "v")
+    split(tmp_path / "v" / "manifest.csv", SplitParams(seed=1), tmp_path / "s")
+    train(data, tmp_path / "s", tiny_params(), [], tmp_path / "t")
+    info = json.loads((tmp_path / "t" / "classes.json").read_text())
+    assert info["gpu"] and info["mixed_precision"] and info["xla"]

@@ -1,0 +1,143 @@
+"""train → evaluate → predict on a tiny dataset (32 px, B0, one epoch per stage), and resume after a kill."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import tiny_params
+from corpus import good_class, write
+
+from visionops.config import AugmentStep, EvaluateParams, SplitParams, ValidateParams
+from visionops.evaluate import evaluate
+from visionops.predict import predict
+from visionops.split import split
+from visionops.train import train
+from visionops.validate import validate
+
+pytestmark = pytest.mark.slow
+AUGMENT = [AugmentStep(name="HorizontalFlip", p=0.5), AugmentStep(name="RandomBrightnessContrast", p=0.5)]
+CLASSES = ["ant", "bee", "cow"]
+
+
+def _dataset(root: Path, per_class: int = 8) -> tuple[Path, Path]:
+    data = root / "data"
+    for label in CLASSES:
+        good_class(data, label, per_class)
+    validate(data, ValidateParams(min_images_per_class=3), root / "validate")
+    split(root / "validate" / "manifest.csv", SplitParams(test_ratio=0.25, val_ratio=0.2, seed=1), root / "split")
+    return data, root / "split"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("train")
+    data, split_dir = _dataset(root)
+    result = train(data, split_dir, tiny_params(workers=2), AUGMENT, root / "train")
+    return root, data, split_dir, result
+
+
+def test_outputs(trained) -> None:
+    root, _, _, result = trained
+    out = root / "train"
+    for name in ("model.keras", "history.csv", "classes.json", "weights.json", "params.json", "augment_preview.png"):
+        assert (out / name).is_file(), name
+    assert any((out / "tensorboard").rglob("events.out.tfevents.*"))
+    assert result.classes == CLASSES, "class names come from the data"
+    info = json.loads((out / "classes.json").read_text())
+    assert info["classes"] == CLASSES and info["image_size"] == 32 and info["task"] == "classification"
+    assert json.loads((out / "weights.json").read_text())["used"] == "random"
+    history = pd.read_csv(out / "history.csv")
+    assert history["stage"].tolist() == [1, 2] and history["epoch"].tolist() == [0, 1]
+    assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(history.columns)
+    params = json.loads((out / "params.json").read_text())
+    assert params["train"]["image_size"] == 32 and params["augment"][0]["name"] == "HorizontalFlip"
+    assert not (root / ".resume").exists() or not any((root / ".resume").iterdir()), "resume state is cleaned"
+
+
+def test_evaluate(trained) -> None:
+    root, data, split_dir, _ = trained
+    holdout = root / "holdout"
+    for label in CLASSES[:2]:
+        good_class(holdout, label, 2, start=500)
+    metrics = evaluate(root / "train", data, split_dir, EvaluateParams(top_k=2, holdout_dir=str(holdout)), root / "ev")
+    for key in ("accuracy", "macro_f1", "top_2_accuracy", "roc_auc_ovr", "ece", "examples", "split_id"):
+        assert key in metrics, key
+    assert metrics["examples"] == len(pd.read_csv(split_dir / "test.csv"))
+    assert metrics["holdout"]["examples"] == 4
+    predictions = pd.read_csv(root / "ev" / "predictions.csv")
+    assert set(predictions["label"]) <= set(CLASSES)
+    assert np.allclose(predictions[[f"p_{c}" for c in CLASSES]].sum(axis=1), 1, atol=1e-4)
+    per_class = pd.read_csv(root / "ev" / "per_class.csv")
+    assert per_class["class"].tolist() == CLASSES
+    assert (root / "ev" / "confusion_matrix.png").is_file() and (root / "ev" / "holdout" / "predictions.csv").is_file()
+
+
+def test_predict_folder_and_file(trained, tmp_path: Path) -> None:
+    root, data, _, _ = trained
+    images = tmp_path / "in"
+    good_class(images, "x", 3, start=900)
+    write(images, "x/broken.jpg", b"nope")
+    table = predict(root / "train", images, tmp_path / "p.csv", top_k=2)
+    assert len(table) == 4 and (table["error"] != "").sum() == 1
+    ok = table[table["error"] == ""]
+    assert set(ok["label_1"]) <= set(CLASSES) and (ok["p_1"] >= ok["p_2"]).all()
+    assert pd.read_csv(tmp_path / "p.csv").shape == table.shape
+    single = predict(root / "train" / "model.keras", next(data.rglob("*.jpg")), top_k=5)
+    assert len(single) == 1 and "label_3" in single.columns and "label_4" not in single.columns
+
+
+def test_orientation_task(tmp_path: Path) -> None:
+    data, split_dir = _dataset(tmp_path, per_class=6)
+    result = train(data, split_dir, tiny_params(task="orientation"), [AugmentStep(name="GaussNoise", p=0.5)],
+                   tmp_path / "train")  # fmt: skip
+    assert result.classes == ["0", "90", "180", "270"]
+    evaluate(tmp_path / "train", data, split_dir, EvaluateParams(), tmp_path / "ev")
+    predictions = pd.read_csv(tmp_path / "ev" / "predictions.csv")
+    test = pd.read_csv(split_dir / "test.csv")
+    assert len(predictions) == 4 * len(test), "every test image is scored in all four rotations"
+    assert sorted(predictions["rotation"].unique()) == [0, 90, 180, 270]
+    assert (predictions.groupby("path").size() == 4).all()
+
+
+def test_resume_after_kill(tmp_path: Path) -> None:
+    """Kill `visionops train` during stage 2; the rerun skips stage 1, resumes stage 2, ends with every epoch once."""
+    data, split_dir = _dataset(tmp_path)
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        "train: {image_size: 32, weights: null, batch_size: 8, workers: 1, early_stopping_patience: 50,\n"
+        "        head: {epochs: 1}, finetune: {epochs: 12}}\n"
+    )
+    cmd = [sys.executable, "-m", "visionops.cli", "train", "--params", str(params), "--data", str(data),
+           "--split", str(split_dir), "--out", str(tmp_path / "train")]  # fmt: skip
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    stage2_log = None
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        stage2_log = next(tmp_path.glob(".resume/train-*/stage2-history.csv"), None)
+        if stage2_log and len(stage2_log.read_text().splitlines()) >= 3:  # header + 2 finished epochs
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "training ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "train" / "model.keras").exists()
+    done_before = len(stage2_log.read_text().splitlines()) - 1
+
+    rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "stage 1 finished in an earlier run" in rerun.stderr
+    history = pd.read_csv(tmp_path / "train" / "history.csv")
+    assert history["stage"].tolist() == [1] + [2] * 12
+    assert history["epoch"].tolist() == list(range(13))
+    epochs_run_again = rerun.stdout.count("Epoch ")
+    assert epochs_run_again <= 12 - done_before + 1, "the rerun resumed, it did not start stage 2 over"
