@@ -12,7 +12,8 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from visionops.config import ConfigError, load_params
+from visionops.config import load_params
+from visionops.errors import UserError
 
 app = typer.Typer(
     help="Fine-tune EfficientNet on DVC-versioned image folders: sample data, validate, split, train, evaluate, "
@@ -50,15 +51,12 @@ def _warn(warnings: list[str]) -> None:
 
 def _user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     """Turn the errors a user can fix into one red message and exit code 1, without a traceback."""
-    from visionops.model import WeightsError
-    from visionops.split import SplitError
-    from visionops.validate import ValidationFailed
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except (ConfigError, ValidationFailed, SplitError, WeightsError, FileNotFoundError, FileExistsError) as exc:
+        except (UserError, FileNotFoundError, FileExistsError) as exc:
             err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
             raise typer.Exit(1) from None
 

@@ -13,12 +13,13 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from visionops.errors import UserError
 from visionops.files import write_json
 
 ImageFormat = Literal["JPEG", "PNG", "BMP", "WEBP", "TIFF", "GIF"]
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """params.yaml (or an override) is missing, malformed, or holds a bad value. The message says how to fix it."""
 
 

@@ -13,13 +13,14 @@ import keras
 import tensorflow as tf
 
 from visionops.config import ConfigError, TrainParams
+from visionops.errors import UserError
 from visionops.files import sha256_file
 
 log = logging.getLogger(__name__)
 SCRATCH_BN_MOMENTUM = 0.9
 
 
-class WeightsError(RuntimeError):
+class WeightsError(UserError):
     """The configured weights cannot be loaded and the policy says stop. The message says how to fix it."""
 
 

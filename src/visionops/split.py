@@ -18,13 +18,14 @@ from pathlib import Path
 import pandas as pd
 
 from visionops.config import SplitParams, save_resolved
+from visionops.errors import UserError
 from visionops.files import atomic_write_text, sha256_bytes, write_json
 
 SPLITS = ("train", "val", "test")
 LIST_COLUMNS = ["path", "label", "sha256"]
 
 
-class SplitError(ValueError):
+class SplitError(UserError, ValueError):
     """The split cannot give every class a training image. The message says how to fix it."""
 
 

@@ -23,6 +23,7 @@ import pandas as pd
 from rich.progress import Progress
 
 from visionops.config import ValidateParams, save_resolved
+from visionops.errors import UserError
 from visionops.expectations import Failure, classes_suite, files_suite, run_suites
 from visionops.files import atomic_write_text, write_json
 from visionops.probe import FileFacts, inside, is_hidden, probe_file
@@ -33,7 +34,7 @@ INT_COLUMNS = ["bytes", "width", "height", "channels", "bit_depth", "exif_orient
 PROGRESS_FROM = 200  # files; smaller folders finish before a bar is worth drawing
 
 
-class ValidationFailed(RuntimeError):
+class ValidationFailed(UserError):
     """The dataset as a whole is unusable (too few classes or images, imbalance). The message says how to fix it."""
 
 
