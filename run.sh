@@ -2,6 +2,7 @@
 # One entry point that bootstraps everything on first use (uv, the locked virtualenv), then runs:
 #   ./run.sh pipeline [dvc repro args]   pull data/ from the DVC remote if absent, then `dvc repro`
 #   ./run.sh test [pytest args]          the test suite (what CI runs)
+#   ./run.sh ui                          the MLflow UI over the project's runs, on http://127.0.0.1:5000
 #   ./run.sh setup                       only install
 # Set VISIONOPS_GPU=1 to install TensorFlow with CUDA instead of the CPU build; PYTHON to pick the interpreter.
 set -euo pipefail
@@ -34,5 +35,6 @@ case "$cmd" in
     [ -e data ] || dvc pull data.dvc
     dvc repro "$@" ;;
   test) setup; python -m pytest "$@" ;;
-  *) sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  ui) setup; visionops ui "$@" ;;
+  *) sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

@@ -5,40 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO, MlflowServer, run
 
 
 @pytest.fixture
 def repo_root() -> Path:
     """The project checkout the tests run from."""
     return REPO
-
-
-def tool_env(**extra: str) -> dict[str, str]:
-    """The environment for subprocesses: this venv's tools first on PATH, git identity, offline switches."""
-    import os
-    import sys
-
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env.update(
-        GIT_AUTHOR_NAME="tests", GIT_AUTHOR_EMAIL="tests@localhost", GIT_COMMITTER_NAME="tests",
-        GIT_COMMITTER_EMAIL="tests@localhost", DVC_NO_ANALYTICS="1", NO_ALBUMENTATIONS_UPDATE="1",
-        GX_ANALYTICS_ENABLED="false", PYTHONUNBUFFERED="1",
-    )  # fmt: skip
-    env.update(extra)
-    return env
-
-
-def run(cmd: list[str], cwd: Path, check: bool = True, timeout: float = 600, **env: str):
-    """Run a command as a user would, capturing output; on failure show it in the assertion."""
-    import subprocess
-
-    proc = subprocess.run(cmd, cwd=cwd, env=tool_env(**env), capture_output=True, text=True, timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
-    return proc
 
 
 @pytest.fixture
@@ -74,3 +47,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.get_closest_marker("gpu"):
             item.add_marker(skip)
+
+
+@pytest.fixture
+def mlflow_server(tmp_path: Path):
+    """A running MLflow tracking server for one test."""
+    server = MlflowServer(tmp_path / "mlflow-server").start()
+    yield server
+    server.stop()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -14,6 +16,7 @@ from rich.console import Console
 
 from visionops.config import load_params
 from visionops.errors import UserError
+from visionops.files import write_json
 
 app = typer.Typer(
     help="Fine-tune EfficientNet on DVC-versioned image folders: sample data, validate, split, train, evaluate, "
@@ -115,6 +118,18 @@ def split(
     _warn(report["warnings"])
 
 
+def _log_or_warn(what: str, log: Callable[[], Any]) -> None:
+    """Log to MLflow; on failure keep the stage's result (it is on disk) and say how to log it later."""
+    try:
+        log()
+    except Exception as exc:  # noqa: BLE001 - any tracking failure: the files are safe, logging can be redone
+        err.print(
+            f"[bold yellow]warning:[/] logging {what} to MLflow failed ({exc}). The results are saved under "
+            "artifacts/; run `visionops log-run` once the tracking server is back.",
+            highlight=False,
+        )
+
+
 @app.command()
 @_user_errors
 def train(
@@ -123,14 +138,35 @@ def train(
     split_dir: SplitOpt = Path("artifacts/split"),
     out_dir: OutOpt = Path("artifacts/train"),
 ) -> None:
-    """Fine-tune EfficientNet in two stages (head, then top blocks); resumes a killed run."""
-    from visionops.train import train as run
+    """Fine-tune EfficientNet in two stages (head, then top blocks), logged as one MLflow run; resumes a killed run."""
+    from visionops import tracking
 
     settings = load_params(params)
-    result = run(data, split_dir, settings.train, settings.augment, out_dir)
+    client = tracking.connect()  # fail fast, before any training (or TensorFlow import), when the server is down
+    from visionops.train import read_split, resume_dir
+    from visionops.train import train as run
+
+    _, split_info = read_split(split_dir)
+    t = settings.train
+    name = settings.tracking.run_name or tracking.default_run_name(t, split_dir)
+    resume = resume_dir(out_dir, t, settings.augment, split_info) / "mlflow_run_id"
+    info = tracking.start_run(client, settings.tracking.experiment, name, {"stage": "train"}, resume)
+    run_id = info["run_id"]
+    try:
+        result = run(data, split_dir, t, settings.augment, out_dir)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            client.set_terminated(run_id, "FAILED")
+        raise
+    write_json(out_dir / "run.json", info)  # written before logging, so an outage cannot lose the run id
+    _log_or_warn(
+        "the training",
+        lambda: tracking.log_training(client, run_id, settings, tracking.project_root(), out_dir.parent),
+    )
     last = result.history.iloc[-1].to_dict() if len(result.history) else {}
     out.print(f"train: {len(result.history)} epochs, weights {result.weights.used}, saved {result.model_path}")
     out.print("last epoch: " + ", ".join(f"{k}={v:.4f}" for k, v in last.items() if isinstance(v, float)))
+    out.print(f"MLflow run {name} ({run_id}) in {client.tracking_uri}")
 
 
 @app.command()
@@ -142,12 +178,67 @@ def evaluate(
     split_dir: SplitOpt = Path("artifacts/split"),
     out_dir: OutOpt = Path("artifacts/evaluate"),
 ) -> None:
-    """Score the model on the test split (and evaluate.holdout_dir): metrics, per-class report, confusion matrix."""
+    """Score the model on the test split (and evaluate.holdout_dir) and log the results into the training run."""
+    from visionops import tracking
     from visionops.evaluate import evaluate as run
 
     metrics = run(model_dir, data, split_dir, load_params(params).evaluate, out_dir)
     shown = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}
     out.print(f"evaluate: {json.dumps(shown)}")
+    run_file = (model_dir if model_dir.is_dir() else model_dir.parent) / "run.json"
+    if run_file.is_file():
+        run_id = tracking.read_run_file(run_file)["run_id"]
+        _log_or_warn("the evaluation", lambda: tracking.log_evaluation(tracking.connect(), run_id, out_dir))
+
+
+@app.command("log-run")
+@_user_errors
+def log_run(
+    params: ParamsOpt = Path("params.yaml"),
+    artifacts: Annotated[Path, typer.Option(help="Folder holding the stages' outputs.")] = Path("artifacts"),
+) -> None:
+    """Log what an MLflow outage kept from the run in artifacts/train/run.json (training and/or evaluation)."""
+    from visionops import tracking
+
+    info = tracking.read_run_file(artifacts / "train" / "run.json")
+    client = tracking.connect()
+    try:
+        tags = client.get_run(info["run_id"]).data.tags
+    except Exception:  # noqa: BLE001 - MlflowException or a transport error: say where the run was
+        raise tracking.TrackingUnavailable(
+            f"run {info['run_id']} is not in {client.tracking_uri}; it was started in {info['tracking_uri']}: "
+            "set MLFLOW_TRACKING_URI to that server."
+        ) from None
+    done = []
+    if tracking.LOGGED_TRAINING not in tags:
+        tracking.log_training(client, info["run_id"], load_params(params), tracking.project_root(), artifacts)
+        done.append("training")
+    if (artifacts / "evaluate" / "metrics.json").is_file() and tracking.LOGGED_EVALUATION not in tags:
+        tracking.log_evaluation(client, info["run_id"], artifacts / "evaluate")
+        done.append("evaluation")
+    if done:
+        out.print(f"log-run: {' and '.join(done)} logged to run {info['run_id']}")
+    else:
+        out.print(f"log-run: nothing missing in run {info['run_id']}")
+
+
+@app.command()
+def ui(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 5000,
+    host: Annotated[str, typer.Option(help="Interface to bind; keep 127.0.0.1 unless you add auth.")] = "127.0.0.1",
+) -> None:
+    """Open the MLflow UI over the project's own store (or print the server MLFLOW_TRACKING_URI names)."""
+    from visionops import tracking
+
+    uri = tracking.tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        out.print(f"runs are on the tracking server {uri}: open it in a browser")
+        return
+    root = tracking.project_root()
+    out.print(f"MLflow UI on http://{host}:{port} over {uri} (Ctrl-C stops it)")
+    cmd = ["mlflow", "server", "--backend-store-uri", uri, "--default-artifact-root", (root / "mlartifacts").as_uri(),
+           "--host", host, "--port", str(port), "--workers", "1"]  # fmt: skip
+    raise typer.Exit(subprocess.call(cmd))
 
 
 @app.command()

@@ -165,6 +165,14 @@ class EvaluateParams(_Section):
     holdout_dir: str | None = Field(default=None, description="An extra class-per-folder set scored the same way.")
 
 
+class TrackingParams(_Section):
+    """Where train and evaluate log in MLflow (``tracking:`` in params.yaml); the server comes from
+    MLFLOW_TRACKING_URI, or the project's own sqlite store."""
+
+    experiment: str = Field(default="visionops", min_length=1, max_length=200)
+    run_name: str | None = Field(default=None, description="null: '<model>-<size>px-<task>-<weights>-<commit>'.")
+
+
 class Params(_Section):
     """The whole params.yaml: one section per stage."""
 
@@ -173,6 +181,7 @@ class Params(_Section):
     train: TrainParams = Field(default_factory=TrainParams)
     augment: list[AugmentStep] = Field(default_factory=list)
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
+    tracking: TrackingParams = Field(default_factory=TrackingParams)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -6,14 +6,9 @@ params.json. The orientation task scores all four rotations of every test image.
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only, never a window
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from sklearn.metrics import (
@@ -29,6 +24,7 @@ from visionops.config import EvaluateParams, save_resolved
 from visionops.dataset import ROTATIONS, Batches, cache_images
 from visionops.files import atomic_write_bytes, atomic_write_text, write_json
 from visionops.model import load_trained
+from visionops.plots import plot_confusion
 from visionops.probe import is_hidden
 from visionops.train import read_split
 
@@ -82,23 +78,6 @@ def score(y_true: np.ndarray, probs: np.ndarray, classes: list[str], top_k: int,
         {"class": classes, "precision": precision, "recall": recall, "f1": f1, "support": support.astype(int)}
     )
     return Scores(metrics, per_class, confusion_matrix(y_true, predicted, labels=labels, normalize="true"))
-
-
-def plot_confusion(matrix: np.ndarray, classes: list[str], title: str) -> bytes:
-    """A row-normalised confusion matrix as PNG bytes."""
-    side = max(4.0, 0.6 * len(classes) + 2)
-    fig, ax = plt.subplots(figsize=(side, side), dpi=100)
-    ax.imshow(matrix, cmap="Blues", vmin=0, vmax=1)
-    ax.set(xticks=range(len(classes)), yticks=range(len(classes)), xticklabels=classes, yticklabels=classes,
-           xlabel="predicted", ylabel="true", title=title)  # fmt: skip
-    plt.setp(ax.get_xticklabels(), rotation=45, ha="right")
-    for (i, j), value in np.ndenumerate(matrix):
-        ax.text(j, i, f"{value:.2f}", ha="center", va="center", color="white" if value > 0.5 else "black")
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    return buffer.getvalue()
 
 
 def _predict_set(model, info: dict, paths: list[Path], labels: list[int], batch_size: int):

@@ -76,7 +76,7 @@ def build_backbone(params: TrainParams) -> tuple[keras.Model, WeightsUsed]:
         return model, WeightsUsed(requested, "file", str(path), sha256_file(path))
     try:
         return _backbone(params.model, size, "imagenet"), WeightsUsed(requested, "imagenet")
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001 - keras.utils.get_file raises a bare Exception when offline
         cache = imagenet_cache_file(params.model)
         reason = (
             f"train.weights=imagenet: cannot fetch the ImageNet weights of {params.model} ({err}). Put the file at "

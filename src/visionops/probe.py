@@ -102,7 +102,7 @@ def probe_file(path: Path, root: Path, max_pixels: int) -> FileFacts:
         _inspect(io.BytesIO(data), facts, max_pixels)
     except UnidentifiedImageError:
         facts.error = "not_an_image: the content is no known image format; remove it from data/"
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001 - any decoder failure means the file is unusable
         facts.error = f"corrupt: cannot decode ({err}); re-export or remove it"
     if facts.format and path.suffix.lower().lstrip(".") not in _EXTENSIONS.get(facts.format, ()):
         facts.note = f"content is {facts.format} but the name ends in '{path.suffix}'"
@@ -115,7 +115,7 @@ def _inspect(stream: io.BytesIO, facts: FileFacts, max_pixels: int) -> None:
         width, height = im.size
         try:
             facts.exif_orientation = int(im.getexif().get(0x0112, 1))
-        except Exception:
+        except Exception:  # noqa: BLE001 - a broken EXIF block is not a broken image
             facts.exif_orientation = None
         if facts.exif_orientation in _ROTATED_EXIF:
             width, height = height, width

@@ -4,7 +4,7 @@ Stage 1 trains the head on a frozen backbone; stage 2 unfreezes the backbone's t
 stays frozen) at a lower learning rate. Every epoch is backed up under ``artifacts/.resume/``, so a killed run
 resumes where it stopped when started again with the same config and data; a finished stage is not redone.
 
-Writes into the output folder: model.keras, history.csv, classes.json (class names and preprocessing),
+Writes into the output folder: model.keras, history.csv, curves.png, classes.json (class names and preprocessing),
 weights.json (the initial weights really used), params.json, augment_preview.png and tensorboard/.
 """
 
@@ -36,6 +36,7 @@ from visionops.model import (
     distribution_strategy,
     freeze_for_stage,
 )
+from visionops.plots import plot_history
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +134,7 @@ def train(
     preview = np.clip(train_batches[0][0][:32], 0, 255).astype(np.uint8)
     atomic_write_bytes(out_dir / "augment_preview.png", cv2.imencode(".png", preview_grid(preview))[1].tobytes())
 
-    resume = out_dir.parent / ".resume" / f"train-{_run_key(params, augment, split_info)}"
+    resume = resume_dir(out_dir, params, augment, split_info)
     resume.mkdir(parents=True, exist_ok=True)
     monitor = "val_loss" if val_batches is not None else "loss"
     for stage, stage_params in ((1, params.head), (2, params.finetune)):
@@ -165,6 +166,7 @@ def train(
     model.save(tmp)
     tmp.replace(model_path)  # a killed save never leaves a truncated model.keras for evaluate to load
     atomic_write_text(out_dir / "history.csv", history.to_csv(index=False, lineterminator="\n"))
+    atomic_write_bytes(out_dir / "curves.png", plot_history(history))
     atomic_write_text(out_dir / "weights.json", weights.to_json())
     info = {"classes": classes, "task": params.task, "model": params.model, "image_size": size, "resize_side": side}
     write_json(out_dir / "classes.json", {**info, "batchnorm_frozen": frozen_bn, **device})
@@ -173,10 +175,11 @@ def train(
     return TrainResult(model_path, history, weights, classes)
 
 
-def _run_key(params: TrainParams, augment: list[AugmentStep], split_info: dict) -> str:
-    """Resume state belongs to one config on one split: anything else starts fresh."""
+def resume_dir(out_dir: Path, params: TrainParams, augment: list[AugmentStep], split_info: dict) -> Path:
+    """Where a run keeps its per-epoch backups: one folder per config and split, so anything else starts fresh."""
     config = dump_json({"train": params.model_dump(mode="json"), "augment": [a.model_dump() for a in augment]})
-    return hashlib.sha256((config + split_info["split_id"]).encode()).hexdigest()[:16]
+    key = hashlib.sha256((config + split_info["split_id"]).encode()).hexdigest()[:16]
+    return Path(out_dir).parent / ".resume" / f"train-{key}"
 
 
 def _history(resume: Path) -> pd.DataFrame:

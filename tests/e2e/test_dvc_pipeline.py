@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import run
+from helpers import run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -60,6 +60,41 @@ def test_pull_repro_experiment_then_nothing_to_do(project_copy: Path) -> None:
 
     plots = run(["dvc", "plots", "show", "-o", "plots_out"], cwd=project_copy).stdout
     assert (project_copy / "plots_out" / "index.html").is_file(), plots
+
+    _the_local_mlflow_store_holds_the_run(project_copy)
+
+
+def _the_local_mlflow_store_holds_the_run(project: Path) -> None:
+    """Without MLFLOW_TRACKING_URI the runs go to the project's sqlite store, and `visionops ui` serves them."""
+    import os
+    import signal
+    import subprocess
+    import time
+    import urllib.request
+
+    from helpers import free_port, tool_env
+
+    assert (project / "mlflow.db").is_file() and (project / "mlartifacts").is_dir()
+    run_id = json.loads((project / "artifacts/train/run.json").read_text())["run_id"]
+    port = free_port()
+    env = {k: v for k, v in tool_env().items() if k != "MLFLOW_TRACKING_URI"}
+    ui = subprocess.Popen(["visionops", "ui", "--port", str(port)], cwd=project, env=env, start_new_session=True,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline, body = time.monotonic() + 120, ""
+        while time.monotonic() < deadline and not body:
+            try:
+                url = f"http://127.0.0.1:{port}/api/2.0/mlflow/runs/get?run_id={run_id}"
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    body = response.read().decode()
+            except OSError:
+                time.sleep(0.5)
+        logged = json.loads(body)["run"]
+        assert logged["info"]["status"] == "FINISHED"
+        assert {m["key"] for m in logged["data"]["metrics"]} >= {"loss", "val_accuracy", "test_accuracy"}
+    finally:
+        os.killpg(ui.pid, signal.SIGTERM)
+        ui.wait(timeout=30)
 
 
 def test_invalid_params_fail_the_stage_with_the_key(project_copy: Path) -> None:

@@ -6,10 +6,7 @@ from pathlib import Path
 
 import keras
 import pytest
-
-from visionops.config import TrainParams
-
-SIZE = 32
+from helpers import SIZE
 
 
 @pytest.fixture(scope="session")
@@ -26,16 +23,3 @@ def pretrained_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("weights") / "b0_notop.weights.h5"
     backbone.save_weights(path)
     return path
-
-
-def tiny_params(**overrides) -> TrainParams:
-    """TrainParams for 32-px B0 runs in tests."""
-    base = {
-        "image_size": SIZE,
-        "weights": None,
-        "batch_size": 8,
-        "workers": 1,
-        "head": {"epochs": 1},
-        "finetune": {"epochs": 1},
-    }
-    return TrainParams.model_validate({**base, **overrides})

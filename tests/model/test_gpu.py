@@ -8,8 +8,8 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from conftest import SIZE, tiny_params
 from corpus import good_class
+from helpers import SIZE, tiny_params
 
 from visionops.config import SplitParams, ValidateParams
 from visionops.model import build_backbone, build_model, configure_precision

@@ -8,7 +8,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from conftest import SIZE, tiny_params
+from helpers import SIZE, tiny_params
 
 from visionops.config import ConfigError
 from visionops.model import (

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import tiny_params
 from corpus import good_class, write
+from helpers import tiny_params
 
 from visionops.config import AugmentStep, EvaluateParams, SplitParams, ValidateParams
 from visionops.evaluate import evaluate
@@ -118,8 +118,9 @@ def test_resume_after_kill(tmp_path: Path) -> None:
     )
     cmd = [sys.executable, "-m", "visionops.cli", "train", "--params", str(params), "--data", str(data),
            "--split", str(split_dir), "--out", str(tmp_path / "train")]  # fmt: skip
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")  # the project root: its MLflow store goes here, not in the repo
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | {"PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     stage2_log = None
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None:
@@ -127,13 +128,13 @@ def test_resume_after_kill(tmp_path: Path) -> None:
         if stage2_log and len(stage2_log.read_text().splitlines()) >= 3:  # header + 2 finished epochs
             break
         time.sleep(0.2)
-    assert proc.poll() is None, "training ended before it could be killed"
+    assert proc.poll() is None, f"training ended before it could be killed: {proc.stderr.read()[-3000:]}"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (tmp_path / "train" / "model.keras").exists()
     done_before = len(stage2_log.read_text().splitlines()) - 1
 
-    rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    rerun = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "stage 1 finished in an earlier run" in rerun.stderr
     history = pd.read_csv(tmp_path / "train" / "history.csv")
@@ -141,3 +142,5 @@ def test_resume_after_kill(tmp_path: Path) -> None:
     assert history["epoch"].tolist() == list(range(13))
     epochs_run_again = rerun.stdout.count("Epoch ")
     assert epochs_run_again <= 12 - done_before + 1, "the rerun resumed, it did not start stage 2 over"
+    runs = json.loads((tmp_path / "train" / "run.json").read_text())
+    assert (tmp_path / "mlflow.db").is_file() and runs["run_id"], "the resumed training logged into the project store"

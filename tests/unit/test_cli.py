@@ -14,7 +14,10 @@ from visionops.cli import app
 runner = CliRunner()
 
 
-@pytest.mark.parametrize("command", ["sample-data", "validate", "split", "train", "evaluate", "predict"])
+COMMANDS = ["sample-data", "validate", "split", "train", "evaluate", "predict", "log-run", "ui"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
 def test_every_command_has_help(command: str) -> None:
     result = runner.invoke(app, [command, "--help"])
     assert result.exit_code == 0 and "Usage" in result.output and len(result.output) > 200

@@ -1,0 +1,278 @@
+"""The only module that talks to MLflow: where to log, run lineage, and logging the stages' outputs.
+
+The tracking URI comes from MLFLOW_TRACKING_URI; without it, the project's own store is used
+(``sqlite:///<project>/mlflow.db`` with artifacts in ``<project>/mlartifacts``), which ``visionops ui``
+serves on 127.0.0.1. Every stage writes its files locally first and logs them afterwards, so an MLflow outage
+never loses a trained model: ``visionops log-run`` logs whatever is missing once the server is back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import subprocess
+import urllib.request
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+import yaml
+from mlflow import MlflowClient
+from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
+
+from visionops.config import Params, TrainParams
+from visionops.errors import UserError
+
+# MLflow retries a failed request 7 times with exponential backoff (minutes in all) before giving up; the stages
+# save everything locally first, so a few quick retries are enough and an outage costs seconds, not minutes.
+# A value exported by the user wins.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
+
+LOGGED_TRAINING, LOGGED_EVALUATION = "visionops.logged.training", "visionops.logged.evaluation"
+MODEL_URI_TAG = "visionops.model_uri"
+PACKAGES = ("tensorflow", "tensorflow-cpu", "keras", "mlflow", "dvc", "great-expectations", "albumentations",
+            "opencv-python-headless", "prefect")  # fmt: skip
+
+
+class TrackingUnavailable(UserError):
+    """The tracking server cannot be reached; the message names it and says what to do."""
+
+
+def project_root(start: Path | None = None) -> Path:
+    """The nearest folder holding dvc.yaml, from ``start`` (the working directory) up; else ``start``."""
+    here = Path(start or Path.cwd()).resolve()
+    return next((p for p in (here, *here.parents) if (p / "dvc.yaml").is_file()), here)
+
+
+def project_store(root: Path | None = None) -> str:
+    """The project's own tracking store: a sqlite file beside dvc.yaml."""
+    return f"sqlite:///{project_root(root) / 'mlflow.db'}"
+
+
+def tracking_uri(root: Path | None = None) -> str:
+    """MLFLOW_TRACKING_URI, or the project's own store."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or project_store(root)
+
+
+def connect(root: Path | None = None) -> MlflowClient:
+    """Point MLflow at the tracking URI and check that a server answers, before any work starts.
+
+    Raises:
+        TrackingUnavailable: an http(s) server does not answer its /health endpoint within 10 s.
+    """
+    uri = tracking_uri(root)
+    mlflow.set_tracking_uri(uri)
+    if uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=10) as response:
+                response.read()
+        except OSError as err:
+            raise TrackingUnavailable(
+                f"MLflow tracking server {uri} (MLFLOW_TRACKING_URI) is unreachable: {err}. Start it, or unset "
+                "MLFLOW_TRACKING_URI to use the project's own store; nothing was trained."
+            ) from None
+    return MlflowClient(uri)
+
+
+def experiment_id(client: MlflowClient, name: str, root: Path | None = None) -> str:
+    """The id of experiment ``name``, created on first use (artifacts beside the project's own store)."""
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    location = None
+    if client.tracking_uri == project_store(root):  # (mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI itself)
+        location = (project_root(root) / "mlartifacts").as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except mlflow.exceptions.MlflowException:  # created meanwhile by a concurrent run
+        return client.get_experiment_by_name(name).experiment_id
+
+
+def _git(root: Path, *args: str) -> str:
+    try:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+
+
+def lineage(root: Path, split_dir: Path) -> dict[str, str]:
+    """Tags that say where a run came from: code, data, split, machine, package versions."""
+    data_dvc = root / "data.dvc"
+    data_hash = yaml.safe_load(data_dvc.read_text())["outs"][0]["md5"] if data_dvc.is_file() else ""
+    split_info = json.loads((split_dir / "split.json").read_text())
+    tags = {
+        "git.commit": _git(root, "rev-parse", "HEAD") or "unknown",
+        "git.dirty": str(bool(_git(root, "status", "--porcelain", "--untracked-files=no"))).lower(),
+        "data.dvc_md5": data_hash,
+        "split_id": split_info["split_id"],
+        "hardware.platform": platform.platform(),
+        "hardware.cpus": str(os.cpu_count()),
+    }
+    for package in PACKAGES:
+        with contextlib.suppress(PackageNotFoundError):
+            tags[f"version.{package}"] = version(package)
+    return tags
+
+
+def default_run_name(params: TrainParams, split_dir: Path) -> str:
+    """``<model>-<size>px-<task>-<weights>-<commit>``: what a run is, readable in the runs table."""
+    weights = {None: "scratch", "imagenet": "imagenet"}.get(params.weights, "file")
+    commit = lineage(project_root(), split_dir)["git.commit"][:7]
+    return f"{params.model}-{params.size}px-{params.task}-{weights}-{commit}"
+
+
+def start_run(
+    client: MlflowClient, experiment: str, run_name: str, tags: dict[str, str], resume_file: Path
+) -> dict[str, str]:
+    """Start a run, or continue the one a killed training left in ``resume_file``.
+
+    Returns:
+        What run.json holds: run_id, run_name, experiment_id, tracking_uri.
+    """
+    run = None
+    if resume_file.is_file():
+        previous = client.get_run(resume_file.read_text().strip())
+        if previous.info.status in ("RUNNING", "FAILED"):
+            client.update_run(previous.info.run_id, status="RUNNING")
+            run = previous
+    if run is None:
+        run = client.create_run(experiment_id(client, experiment), run_name=run_name, tags=tags)
+        resume_file.parent.mkdir(parents=True, exist_ok=True)
+        resume_file.write_text(run.info.run_id)
+    return {"run_id": run.info.run_id, "run_name": run.info.run_name, "experiment_id": run.info.experiment_id,
+            "tracking_uri": client.tracking_uri}  # fmt: skip
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, str]:
+    """Nested params → ``{"train.finetune.epochs": "25", "augment.0.name": "HorizontalFlip", ...}``."""
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list):
+        items = ((str(i), v) for i, v in enumerate(value))
+    else:
+        return {prefix: str(value)}
+    out: dict[str, str] = {}
+    for key, item in items:
+        out.update(flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def _chunks(items: list, size: int) -> list[list]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def log_params_and_history(client: MlflowClient, run_id: str, params: Params, history: pd.DataFrame) -> None:
+    """All resolved params, then every epoch's metrics on one step axis, in batched calls (no per-step calls).
+
+    Timestamps derive from the run's start, so logging the same history twice adds no duplicate points.
+    """
+    flat = flatten(params.model_dump(mode="json", by_alias=True))
+    for chunk in _chunks([Param(k, v) for k, v in sorted(flat.items())], 100):
+        client.log_batch(run_id, params=chunk)
+    start = client.get_run(run_id).info.start_time
+    metrics = [
+        Metric(column, float(row[column]), start + int(row["epoch"]) * 1000, int(row["epoch"]))
+        for row in history.to_dict("records")
+        for column in history.columns
+        if column not in ("epoch", "stage") and pd.notna(row[column])
+    ]
+    metrics += [Metric("stage", float(r["stage"]), start + int(r["epoch"]) * 1000, int(r["epoch"]))
+                for r in history.to_dict("records")]  # fmt: skip
+    for chunk in _chunks(metrics, 1000):
+        client.log_batch(run_id, metrics=chunk)
+
+
+def _datasets(client: MlflowClient, run_id: str, root: Path, split_dir: Path, data_hash: str) -> None:
+    inputs = []
+    for side, context in (("train", "train"), ("val", "validation"), ("test", "test")):
+        frame = pd.read_csv(split_dir / f"{side}.csv")
+        dataset = mlflow.data.from_pandas(frame, source=str(root / "data"), name=f"data-{side}", digest=data_hash[:32])
+        inputs.append(DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)]))
+    client.log_inputs(run_id, datasets=inputs)
+
+
+def log_training(client: MlflowClient, run_id: str, params: Params, root: Path, artifacts: Path) -> str:
+    """Log a finished training from the stages' folders under ``artifacts`` (validate/, split/, train/).
+
+    Logs params, per-epoch metrics, dataset inputs, tags (weights used, task, device), the files a reviewer
+    needs (params.yaml, dvc.lock, augmentation preview, curves, TensorBoard logs, GE Data Docs and summary)
+    and the Keras model with its signature and the class names and input size as metadata.
+
+    Returns:
+        The logged model's URI (``models:/m-...``), also kept as the run's ``visionops.model_uri`` tag.
+    """
+    from visionops.model import load_trained
+
+    train_dir, split_dir = artifacts / "train", artifacts / "split"
+    history = pd.read_csv(train_dir / "history.csv")
+    log_params_and_history(client, run_id, params, history)
+    tags = lineage(root, split_dir)
+    _datasets(client, run_id, root, split_dir, tags["data.dvc_md5"] or tags["split_id"])
+    weights = json.loads((train_dir / "weights.json").read_text())
+    model, info = load_trained(train_dir)
+    tags.update({"weights.used": weights["used"], "weights.requested": str(weights["requested"]),
+                 "task": info["task"], "model": info["model"], "device.gpu": str(info["gpu"]).lower()})  # fmt: skip
+    client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+    files = {root / "params.yaml": "config", root / "dvc.lock": "config", split_dir / "split.json": "split",
+             artifacts / "validate" / "summary.json": "validation"}  # fmt: skip
+    for path, folder in files.items():
+        if path.is_file():
+            client.log_artifact(run_id, str(path), folder)
+    for name in ("augment_preview.png", "curves.png", "history.csv", "weights.json", "classes.json", "params.json"):
+        client.log_artifact(run_id, str(train_dir / name), "train")
+    folders = {train_dir / "tensorboard": "tensorboard", artifacts / "validate" / "data_docs": "validation/data_docs"}
+    for folder, target in folders.items():
+        if folder.is_dir():
+            client.log_artifacts(run_id, str(folder), target)
+    example = np.zeros((1, info["image_size"], info["image_size"], 3), np.float32)
+    with mlflow.start_run(run_id=run_id):
+        model_info = mlflow.keras.log_model(
+            # No input_example: MLflow 3.17's Keras flavour writes it before it creates the model folder and
+            # fails (FileNotFoundError .../model/input_example.json). The signature carries the input shape.
+            model, name="model",
+            signature=mlflow.models.infer_signature(example, model.predict(example, verbose=0)),
+            pip_requirements=[f"keras=={version('keras')}", f"tensorflow=={_tensorflow_version()}"],
+            metadata={k: info[k] for k in ("classes", "task", "image_size", "resize_side", "model")},
+        )  # fmt: skip
+        mlflow.set_tags({MODEL_URI_TAG: model_info.model_uri, LOGGED_TRAINING: "true"})
+    return model_info.model_uri
+
+
+def _tensorflow_version() -> str:
+    """The installed TensorFlow, whichever wheel brought it (tensorflow-cpu or tensorflow[and-cuda])."""
+    try:
+        return version("tensorflow-cpu")
+    except PackageNotFoundError:
+        return version("tensorflow")
+
+
+def log_evaluation(client: MlflowClient, run_id: str, eval_dir: Path) -> None:
+    """Log evaluate's metrics (prefixed ``test_``, hold-out ``holdout_``) and reports into the training run."""
+    metrics = json.loads((eval_dir / "metrics.json").read_text())
+    flat = {f"test_{k}": v for k, v in metrics.items() if isinstance(v, int | float)}
+    flat.update({f"holdout_{k}": v for k, v in metrics.get("holdout", {}).items() if isinstance(v, int | float)})
+    start = client.get_run(run_id).info.start_time
+    client.log_batch(run_id, metrics=[Metric(k, float(v), start, 0) for k, v in flat.items() if v is not None])
+    for name in ("metrics.json", "per_class.csv", "predictions.csv", "confusion_matrix.png"):
+        client.log_artifact(run_id, str(eval_dir / name), "evaluation")
+    client.set_tag(run_id, "evaluated_split_id", metrics["split_id"])
+    client.set_tag(run_id, LOGGED_EVALUATION, "true")
+    client.set_terminated(run_id, "FINISHED")
+
+
+def read_run_file(path: Path) -> dict:
+    """The run.json of the train stage: how later stages (evaluate, promote) and people find the run.
+
+    Raises:
+        FileNotFoundError: train has not run.
+    """
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path} not found: run the train stage first (`dvc repro train`).")
+    return json.loads(Path(path).read_text())

@@ -1,0 +1,102 @@
+"""MLflow tracking against a real `mlflow server` on 127.0.0.1: lineage-complete runs, fail-fast, outage recovery."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+from corpus import good_class
+from helpers import run, tool_env
+from mlflow import MlflowClient
+
+from visionops.config import SplitParams, ValidateParams
+from visionops.split import split
+from visionops.tracking import LOGGED_EVALUATION, LOGGED_TRAINING, MODEL_URI_TAG, flatten
+from visionops.validate import validate
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+PARAMS = """
+train: {image_size: 32, weights: null, batch_size: 8, workers: 1, head: {epochs: 1}, finetune: {epochs: 2}}
+augment: [{name: HorizontalFlip, p: 0.5}]
+tracking: {experiment: tracking-test}
+"""
+
+
+def _project(root: Path) -> Path:
+    """A tiny project: params.yaml and the validate/split outputs of 3 classes × 8 images."""
+    for label in ("ant", "bee", "cow"):
+        good_class(root / "data", label, 8)
+    validate(root / "data", ValidateParams(min_images_per_class=3), root / "artifacts" / "validate")
+    split(root / "artifacts/validate/manifest.csv", SplitParams(test_ratio=0.25, seed=1), root / "artifacts/split")
+    (root / "params.yaml").write_text(PARAMS)
+    (root / "dvc.yaml").write_text("stages: {}\n")  # marks the project root
+    return root
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "visionops.cli", *args]
+
+
+def test_outage_mid_run_then_log_run_gives_one_complete_run(tmp_path: Path, mlflow_server) -> None:
+    """The server dies during training: the stage still ends, its files intact; `log-run` logs it all later."""
+    project = _project(tmp_path / "project")
+    env = tool_env(MLFLOW_TRACKING_URI=mlflow_server.uri)
+    proc = subprocess.Popen(_cli("train"), cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not list(project.glob("artifacts/.resume/train-*/mlflow_run_id")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    mlflow_server.stop()  # the run exists; now the server goes away while training goes on
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    assert "logging the training to MLflow failed" in err and "visionops log-run" in err
+    assert (project / "artifacts/train/model.keras").is_file() and (project / "artifacts/train/run.json").is_file()
+    evaluated = run(_cli("evaluate"), cwd=project, MLFLOW_TRACKING_URI=mlflow_server.uri)
+    assert "logging the evaluation to MLflow failed" in evaluated.stderr
+
+    mlflow_server.start()  # same port, same database
+    recovered = run(_cli("log-run"), cwd=project, MLFLOW_TRACKING_URI=mlflow_server.uri).stdout
+    assert "training and evaluation logged" in recovered
+    assert "nothing missing" in run(_cli("log-run"), cwd=project, MLFLOW_TRACKING_URI=mlflow_server.uri).stdout
+    _assert_complete_run(MlflowClient(mlflow_server.uri), project, mlflow_server.uri)
+
+
+def _assert_complete_run(client: MlflowClient, project: Path, uri: str) -> None:
+    run_id = json.loads((project / "artifacts/train/run.json").read_text())["run_id"]
+    logged = client.get_run(run_id)
+    assert logged.info.status == "FINISHED" and logged.info.run_name.startswith("EfficientNetB0-32px-classification")
+    assert logged.data.params["train.image_size"] == "32" and logged.data.params["augment.0.name"] == "HorizontalFlip"
+    history = client.get_metric_history(run_id, "loss")
+    assert [m.step for m in history] == [0, 1, 2], "both fine-tuning stages on one step axis, each epoch once"
+    assert [m.value for m in client.get_metric_history(run_id, "stage")] == [1, 2, 2]
+    tags = logged.data.tags
+    for key in ("git.commit", "git.dirty", "split_id", "weights.used", "task", "hardware.platform", "version.keras"):
+        assert tags.get(key), key
+    assert tags[LOGGED_TRAINING] == tags[LOGGED_EVALUATION] == "true"
+    assert 0 <= logged.data.metrics["test_accuracy"] <= 1 and "test_ece" in logged.data.metrics
+    contexts = {i.tags[0].value for i in logged.inputs.dataset_inputs}
+    assert contexts == {"train", "validation", "test"}
+
+    files = {f.path for folder in ("config", "train", "validation", "evaluation", "split")
+             for f in client.list_artifacts(run_id, folder)}  # fmt: skip
+    for expected in ("config/params.yaml", "train/augment_preview.png", "train/curves.png", "train/history.csv",
+                     "validation/summary.json", "validation/data_docs", "evaluation/confusion_matrix.png",
+                     "evaluation/per_class.csv", "split/split.json"):  # fmt: skip
+        assert expected in files, (expected, sorted(files))
+    assert client.list_artifacts(run_id, "tensorboard")
+
+    mlflow.set_tracking_uri(uri)
+    model = mlflow.pyfunc.load_model(tags[MODEL_URI_TAG])
+    assert model.metadata.metadata["classes"] == ["ant", "bee", "cow"]
+    probs = model.predict(np.zeros((2, 32, 32, 3), np.float32))
+    assert np.asarray(probs).shape == (2, 3)
+
+
+def test_flatten() -> None:
+    assert flatten({"a": {"b": 1, "c": [{"d": "x"}]}, "e": None}) == {"a.b": "1", "a.c.0.d": "x", "e": "None"}
