@@ -102,3 +102,29 @@ def tiny_params(**overrides) -> TrainParams:
         "finetune": {"epochs": 1},
     }
     return TrainParams.model_validate({**base, **overrides})
+
+
+def tiny_project(root: Path, params_yaml: str, classes: tuple[str, ...] = ("ant", "bee", "cow"), per_class: int = 8,
+                 split_seed: int = 1) -> Path:  # fmt: skip
+    """A tiny project: params.yaml, and the validate/split outputs of ``classes`` × ``per_class`` images."""
+    from corpus import good_class
+
+    from visionops.config import SplitParams, ValidateParams
+    from visionops.split import split
+    from visionops.validate import validate
+
+    for label in classes:
+        good_class(root / "data", label, per_class)
+    validate(root / "data", ValidateParams(min_images_per_class=3), root / "artifacts" / "validate")
+    split(root / "artifacts/validate/manifest.csv", SplitParams(test_ratio=0.25, seed=split_seed),
+          root / "artifacts/split")  # fmt: skip
+    (root / "params.yaml").write_text(params_yaml)
+    (root / "dvc.yaml").write_text("stages: {}\n")  # marks the project root
+    return root
+
+
+def cli(*args: str) -> list[str]:
+    """The visionops command line, run with this interpreter."""
+    import sys
+
+    return [sys.executable, "-m", "visionops.cli", *args]

@@ -44,7 +44,10 @@ ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml to read."
 DataOpt = Annotated[Path, typer.Option("--data", help="Class-per-folder image root: data/<label>/<image>.")]
 OutOpt = Annotated[Path, typer.Option("--out", help="Output folder.")]
 SplitOpt = Annotated[Path, typer.Option("--split", help="The split stage's output folder.")]
-ModelOpt = Annotated[Path, typer.Option("--model", help="model.keras, or the train stage's folder holding it.")]
+ModelOpt = Annotated[
+    str,
+    typer.Option("--model", help="model.keras, the train stage's folder, or an MLflow URI: models:/NAME@champion."),
+]
 
 
 def _warn(warnings: list[str]) -> None:
@@ -174,19 +177,20 @@ def train(
 def evaluate(
     params: ParamsOpt = Path("params.yaml"),
     data: DataOpt = Path("data"),
-    model_dir: ModelOpt = Path("artifacts/train"),
+    model_dir: ModelOpt = "artifacts/train",
     split_dir: SplitOpt = Path("artifacts/split"),
     out_dir: OutOpt = Path("artifacts/evaluate"),
 ) -> None:
     """Score the model on the test split (and evaluate.holdout_dir) and log the results into the training run."""
     from visionops import tracking
     from visionops.evaluate import evaluate as run
+    from visionops.model import is_model_uri
 
     metrics = run(model_dir, data, split_dir, load_params(params).evaluate, out_dir)
     shown = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}
     out.print(f"evaluate: {json.dumps(shown)}")
-    run_file = (model_dir if model_dir.is_dir() else model_dir.parent) / "run.json"
-    if run_file.is_file():
+    run_file = (Path(model_dir) if Path(model_dir).is_dir() else Path(model_dir).parent) / "run.json"
+    if not is_model_uri(model_dir) and run_file.is_file():
         run_id = tracking.read_run_file(run_file)["run_id"]
         _log_or_warn("the evaluation", lambda: tracking.log_evaluation(tracking.connect(), run_id, out_dir))
 
@@ -223,6 +227,66 @@ def log_run(
 
 
 @app.command()
+@_user_errors
+def promote(
+    params: ParamsOpt = Path("params.yaml"),
+    data: DataOpt = Path("data"),
+    artifacts: Annotated[Path, typer.Option(help="Folder holding the stages' outputs.")] = Path("artifacts"),
+    out_dir: OutOpt = Path("artifacts/promote"),
+) -> None:
+    """Register the trained model as a new version (alias challenger); make it champion only if it wins."""
+    from visionops.promote import promote as run
+
+    r = run(load_params(params), artifacts / "train" / "run.json", artifacts / "evaluate", data,
+            artifacts / "split", out_dir)  # fmt: skip
+    colour = {"promoted": "green", "kept": "yellow", "rejected": "red"}[r["decision"]]
+    again = " (decided earlier)" if r["already_decided"] else ""
+    out.print(f"promote: {r['registered_model']} v{r['version']} [{colour}]{r['decision']}[/]{again}: {r['reason']}")
+    if r["champion_rescored"]:
+        out.print(f"  champion v{r['champion_before']} was re-scored on this split ({out_dir}/champion_v*/)")
+
+
+@app.command()
+@_user_errors
+def rollback(
+    params: ParamsOpt = Path("params.yaml"),
+    reason: Annotated[str, typer.Option(help="Why, kept as a tag on the demoted version.")] = "manual rollback",
+) -> None:
+    """Give the champion alias back to the previous champion (promote.registered_model)."""
+    from visionops.promote import rollback as run
+
+    r = run(load_params(params).promote, reason)
+    out.print(f"rollback: {r['registered_model']} champion is v{r['champion']} again (v{r['demoted']} demoted)")
+
+
+@app.command()
+@_user_errors
+def registry(
+    params: ParamsOpt = Path("params.yaml"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the rows as JSON, for scripts.")] = False,
+) -> None:
+    """List the registered model's versions: aliases, score, split, decision and its reason, run, weights."""
+    from rich.table import Table
+
+    from visionops.promote import registry_rows
+
+    settings = load_params(params).promote
+    rows = registry_rows(settings)
+    if as_json:
+        print(json.dumps(rows, indent=1))
+        return
+    if not rows:
+        out.print(f"{settings.registered_model}: no versions yet; `dvc repro` registers one.")
+        return
+    table = Table(title=f"{settings.registered_model} ({settings.metric} on its own test split)")
+    for column in rows[0]:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*row.values())
+    out.print(table)
+
+
+@app.command()
 def ui(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 5000,
     host: Annotated[str, typer.Option(help="Interface to bind; keep 127.0.0.1 unless you add auth.")] = "127.0.0.1",
@@ -245,7 +309,7 @@ def ui(
 @_user_errors
 def predict(
     source: Annotated[Path, typer.Argument(help="An image file or a folder of images.")],
-    model: ModelOpt = Path("artifacts/train"),
+    model: ModelOpt = "artifacts/train",
     output: Annotated[Path, typer.Option("--out", help="CSV to write.")] = Path("predictions.csv"),
     top_k: Annotated[int, typer.Option(help="Labels per image.", min=1)] = 3,
 ) -> None:

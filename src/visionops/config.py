@@ -173,6 +173,31 @@ class TrackingParams(_Section):
     run_name: str | None = Field(default=None, description="null: '<model>-<size>px-<task>-<weights>-<commit>'.")
 
 
+LOWER_IS_BETTER = frozenset({"ece"})  # evaluate metrics where smaller wins; every other one is higher-is-better
+
+
+class PromoteParams(_Section):
+    """When a trained model becomes the registry's champion (``promote:`` in params.yaml)."""
+
+    registered_model: str = Field(default="visionops-classifier", min_length=1, max_length=200)
+    metric: str = Field(
+        default="macro_f1",
+        pattern=r"^(accuracy|macro_f1|top_\d+_accuracy|roc_auc_ovr|ece)$",
+        description="A test metric of evaluate's metrics.json; ece is lower-is-better, the others higher.",
+    )
+    min_delta: float = Field(default=0.01, ge=0, description="How much the challenger must beat the champion by.")
+    min_metric: float | None = Field(default=None, description="Floor (ceiling for ece) a champion must pass.")
+    require_pretrained: bool = Field(default=False, description="Refuse champions trained without pretrained weights.")
+    lock_timeout_s: int = Field(
+        default=1800, ge=10, description="A promotion lock older than this is taken to be from a killed process."
+    )
+
+    @property
+    def higher_is_better(self) -> bool:
+        """Whether a larger value of ``metric`` is better."""
+        return self.metric not in LOWER_IS_BETTER
+
+
 class Params(_Section):
     """The whole params.yaml: one section per stage."""
 
@@ -182,6 +207,7 @@ class Params(_Section):
     augment: list[AugmentStep] = Field(default_factory=list)
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
     tracking: TrackingParams = Field(default_factory=TrackingParams)
+    promote: PromoteParams = Field(default_factory=PromoteParams)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

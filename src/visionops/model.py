@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import re
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -183,12 +184,27 @@ def load_model(path: Path) -> keras.Model:
         raise
 
 
-def load_trained(model: Path) -> tuple[keras.Model, dict]:
-    """A trained model and its classes.json (class names, task, input size), from model.keras or its folder.
+def is_model_uri(value: Path | str) -> bool:
+    """Whether ``value`` names an MLflow model (``models:/NAME@champion``, ``models:/NAME/3``, ``runs:/ID/model``)."""
+    return str(value).startswith(("models:/", "runs:/"))
+
+
+def load_trained(model: Path | str) -> tuple[keras.Model, dict]:
+    """A trained model and its class names, task and input size.
+
+    Args:
+        model: model.keras (classes.json beside it), the train stage's folder, or an MLflow model URI such as
+            ``models:/NAME@champion``, ``models:/NAME/3`` or ``runs:/RUN_ID/model`` (metadata from its MLmodel).
 
     Raises:
         FileNotFoundError: no model file, or no classes.json beside it.
     """
+    if is_model_uri(model):
+        from visionops import tracking  # (MLflow: imported only for a model URI)
+
+        with tempfile.TemporaryDirectory(prefix="visionops-model-") as tmp:
+            path, info = tracking.fetch_model(str(model), Path(tmp))
+            return load_model(path), info
     model = Path(model)
     path = model / "model.keras" if model.is_dir() else model
     info_path = path.parent / "classes.json"

@@ -276,3 +276,153 @@ def read_run_file(path: Path) -> dict:
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path} not found: run the train stage first (`dvc repro train`).")
     return json.loads(Path(path).read_text())
+
+
+# --- Model Registry: versions, aliases, tags. promote.py decides; these functions only read and write. ---
+
+CHAMPION, CHALLENGER, PREVIOUS_CHAMPION = "champion", "challenger", "previous_champion"
+
+
+def fetch_model(uri: str, dest: Path) -> tuple[Path, dict]:
+    """Download a logged or registered Keras model into ``dest``.
+
+    Returns:
+        The model.keras file and the metadata it was logged with (classes, task, image_size, resize_side, model).
+
+    Raises:
+        UserError: the URI names no model in the tracking store, or one logged without visionops' metadata.
+    """
+    connect()
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dest)))
+    except mlflow.exceptions.MlflowException as exc:
+        raise UserError(f"{uri}: no such model in {tracking_uri()} ({exc.message}). List them with "
+                        "`visionops registry`.") from None  # fmt: skip
+    metadata = mlflow.models.Model.load(local / "MLmodel").metadata or {}
+    missing = {"classes", "task", "image_size", "resize_side"} - set(metadata)
+    if missing:
+        raise UserError(f"{uri}: logged without {sorted(missing)} in its metadata; log it with `visionops train`.")
+    return next(local.rglob("*.keras")), metadata
+
+
+def version_tags(metrics: dict, split_id: str, run_tags: dict[str, str]) -> dict[str, str]:
+    """Tags a new model version carries: its test metrics (also as a score on its split) and its lineage."""
+    numbers = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
+    tags = {f"metric.{k}": str(v) for k, v in numbers.items()}
+    tags.update({score_tag(split_id, k): str(v) for k, v in numbers.items()})
+    tags["split_id"] = split_id
+    lineage_keys = {k: k for k in ("git.commit", "git.dirty", "data.dvc_md5", "weights.used", "task", "model")}
+    lineage_keys["mlflow.runName"] = "run_name"
+    tags.update({ours: run_tags[theirs] for theirs, ours in lineage_keys.items() if theirs in run_tags})
+    return tags
+
+
+def score_tag(split_id: str, metric: str) -> str:
+    """The version tag holding a model's ``metric`` on the test set of split ``split_id``."""
+    return f"score.{split_id[:16]}.{metric}"
+
+
+def register_version(client: MlflowClient, name: str, run_id: str, model_uri: str, tags: dict[str, str]):
+    """The registry version of the run's model: created on first call, found again on later ones (idempotent)."""
+    found = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+    if found:
+        return min(found, key=lambda v: int(v.version))
+    with contextlib.redirect_stdout(None):  # register_model prints "Created version ..." itself
+        return mlflow.register_model(model_uri, name, tags=tags)
+
+
+def version_by_alias(client: MlflowClient, name: str, alias: str):
+    """The version holding ``alias``, or None (no such alias, or no such registered model yet)."""
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except mlflow.exceptions.MlflowException:
+        return None
+
+
+def list_versions(client: MlflowClient, name: str) -> list[tuple[Any, list[str]]]:
+    """Every version of registered model ``name``, newest first, with its aliases.
+
+    (The version search leaves aliases out; the registered model lists them all in one call.)
+    """
+    versions = client.search_model_versions(f"name = '{name}'")
+    if not versions:
+        return []
+    aliases: dict[str, list[str]] = {}
+    for alias, number in client.get_registered_model(name).aliases.items():
+        aliases.setdefault(str(number), []).append(alias)
+    return [(v, sorted(aliases.get(str(v.version), []))) for v in sorted(versions, key=lambda v: -int(v.version))]
+
+
+@contextlib.contextmanager
+def registry_lock(client: MlflowClient, name: str, stale_after_s: float, poll_s: float = 0.5):
+    """Hold the promotion lock of registered model ``name`` while deciding and moving aliases.
+
+    The lock is the registered model ``<name>.lock``: creating a registered model is the one atomic
+    create-if-absent the MLflow API offers (a unique name in the server's database), so it works between
+    processes on different machines with nothing but the tracking server. A lock older than ``stale_after_s``
+    was left by a killed process and is broken.
+    """
+    import logging
+    import random
+    import socket
+    import time
+
+    lock = f"{name}.lock"
+    holder = f"{socket.gethostname()}:{os.getpid()}"
+    while True:
+        try:
+            description = f"visionops promotion lock of {name}; held by {holder}"
+            client.create_registered_model(lock, tags={"holder": holder}, description=description)
+            break
+        except mlflow.exceptions.MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        with contextlib.suppress(mlflow.exceptions.MlflowException):  # (released meanwhile: just retry)
+            held = client.get_registered_model(lock)
+            age = time.time() - held.creation_timestamp / 1000
+            if age > stale_after_s:
+                logging.getLogger("visionops").warning(
+                    "breaking the promotion lock %s held by %s for %.0f s (promote.lock_timeout_s)",
+                    lock, held.tags.get("holder"), age,
+                )  # fmt: skip
+                client.delete_registered_model(lock)
+        time.sleep(poll_s * (1 + random.random()))  # jitter: waiters do not retry in lockstep
+    try:
+        yield
+    finally:
+        with contextlib.suppress(mlflow.exceptions.MlflowException):
+            client.delete_registered_model(lock)
+
+
+def get_version(client: MlflowClient, name: str, number: str | int):
+    """Version ``number`` of registered model ``name``, read afresh (tags and aliases as they are now)."""
+    return client.get_model_version(name, str(number))
+
+
+def set_alias(client: MlflowClient, name: str, alias: str, number: str | int | None) -> None:
+    """Point ``alias`` at version ``number``; None removes the alias."""
+    if number is None:
+        with contextlib.suppress(mlflow.exceptions.MlflowException):  # (already absent)
+            client.delete_registered_model_alias(name, alias)
+    else:
+        client.set_registered_model_alias(name, alias, str(number))
+
+
+def tag_version(client: MlflowClient, name: str, number: str | int, tags: dict[str, str]) -> None:
+    """Set tags on a model version (decisions, scores on other splits, rollbacks)."""
+    for key, value in tags.items():
+        client.set_model_version_tag(name, str(number), key, value)
+
+
+def run_tags(client: MlflowClient, run_id: str) -> dict[str, str]:
+    """The tags of run ``run_id``.
+
+    Raises:
+        TrackingUnavailable: the run is not in this tracking store.
+    """
+    try:
+        return client.get_run(run_id).data.tags
+    except mlflow.exceptions.MlflowException:
+        raise TrackingUnavailable(
+            f"run {run_id} is not in {client.tracking_uri}: set MLFLOW_TRACKING_URI to the server it was logged to."
+        ) from None

@@ -13,10 +13,12 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 TINY = ["-S", "train.image_size=32", "-S", "train.head.epochs=1", "-S", "train.finetune.epochs=1",
         "-S", "train.batch_size=64"]  # fmt: skip
+# ROC-AUC is continuous (no ties), and with no margin or floor "the better model is champion" is exact.
+RULE = ["-S", "promote.metric=roc_auc_ovr", "-S", "promote.min_delta=0", "-S", "promote.min_metric=0"]
 
 
 def _ran(output: str) -> set[str]:
-    return {s for s in ("validate", "split", "train", "evaluate") if f"Running stage '{s}'" in output}
+    return {s for s in ("validate", "split", "train", "evaluate", "promote") if f"Running stage '{s}'" in output}
 
 
 def test_pull_repro_experiment_then_nothing_to_do(project_copy: Path) -> None:
@@ -38,9 +40,9 @@ def test_pull_repro_experiment_then_nothing_to_do(project_copy: Path) -> None:
     train = pd.read_csv(project_copy / "artifacts/split/train.csv")
     assert (project_copy / "data" / train["path"].iloc[0]).is_file(), "lists hold paths relative to data/"
 
-    # Training params reach train and evaluate only; dvc exp records the change.
-    exp = run(["dvc", "exp", "run", *TINY], cwd=project_copy).stdout
-    assert _ran(exp) == {"train", "evaluate"}, exp
+    # Training params reach train, evaluate and promote only; dvc exp records the change.
+    exp = run(["dvc", "exp", "run", *TINY, *RULE], cwd=project_copy).stdout
+    assert _ran(exp) == {"train", "evaluate", "promote"}, exp
     metrics = json.loads((project_copy / "artifacts/evaluate/metrics.json").read_text())
     assert 0 <= metrics["accuracy"] <= 1 and metrics["split_id"] == split["split_id"]
     for name in ("model.keras", "history.csv", "weights.json", "classes.json", "augment_preview.png"):
@@ -53,15 +55,46 @@ def test_pull_repro_experiment_then_nothing_to_do(project_copy: Path) -> None:
     assert _ran(again) == set() and "Data and pipelines are up to date" in again
     assert json.loads(run(["dvc", "status", "--json"], cwd=project_copy).stdout) == {}
 
-    # An evaluate-only param reruns evaluate only.
+    # An evaluate-only param reruns evaluate, and promote reports the decision made for that run already.
     only_eval = run(["dvc", "exp", "run", "-S", "evaluate.top_k=3"], cwd=project_copy).stdout
-    assert _ran(only_eval) == {"evaluate"}
+    assert _ran(only_eval) == {"evaluate", "promote"} and "(decided earlier)" in only_eval
     assert "top_3_accuracy" in (project_copy / "artifacts/evaluate/metrics.json").read_text()
+
+    _two_runs_the_better_is_champion_a_worse_third_stays_challenger(project_copy)
 
     plots = run(["dvc", "plots", "show", "-o", "plots_out"], cwd=project_copy).stdout
     assert (project_copy / "plots_out" / "index.html").is_file(), plots
 
     _the_local_mlflow_store_holds_the_run(project_copy)
+
+
+def _decision(project: Path) -> dict:
+    return json.loads((project / "artifacts/promote/decision.json").read_text())
+
+
+def _two_runs_the_better_is_champion_a_worse_third_stays_challenger(project: Path) -> None:
+    """`dvc exp run` with other params: a second run and version; the better is champion, a worse third is not."""
+    from mlflow import MlflowClient
+
+    first = _decision(project)
+    assert (first["version"], first["decision"]) == ("1", "promoted")
+    run(["dvc", "exp", "run", "-S", "train.finetune.epochs=6"], cwd=project)
+    second = _decision(project)
+    assert second["version"] == "2" and second["champion_before"] == "1"
+    champion = "2" if second["score"] > first["score"] else "1"
+    assert second["decision"] == ("promoted" if champion == "2" else "kept")
+
+    # Untrained: the backbone stays random and the head barely moves.
+    run(["dvc", "exp", "run", "-S", "train.finetune.epochs=0", "-S", "train.head.learning_rate=0.000001"],
+        cwd=project)  # fmt: skip
+    third = _decision(project)
+    assert (third["version"], third["decision"], third["champion_before"]) == ("3", "kept", champion), third
+    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    name = first["registered_model"]
+    assert str(client.get_model_version_by_alias(name, "champion").version) == champion
+    assert str(client.get_model_version_by_alias(name, "challenger").version) == "3"
+    runs = {client.get_model_version(name, v).run_id for v in ("1", "2", "3")}
+    assert len(runs) == 3, "one MLflow run per training"
 
 
 def _the_local_mlflow_store_holds_the_run(project: Path) -> None:

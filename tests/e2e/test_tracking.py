@@ -4,21 +4,16 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import mlflow
 import numpy as np
 import pytest
-from corpus import good_class
-from helpers import run, tool_env
+from helpers import cli, run, tiny_project, tool_env
 from mlflow import MlflowClient
 
-from visionops.config import SplitParams, ValidateParams
-from visionops.split import split
 from visionops.tracking import LOGGED_EVALUATION, LOGGED_TRAINING, MODEL_URI_TAG, flatten
-from visionops.validate import validate
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 PARAMS = """
@@ -28,26 +23,11 @@ tracking: {experiment: tracking-test}
 """
 
 
-def _project(root: Path) -> Path:
-    """A tiny project: params.yaml and the validate/split outputs of 3 classes × 8 images."""
-    for label in ("ant", "bee", "cow"):
-        good_class(root / "data", label, 8)
-    validate(root / "data", ValidateParams(min_images_per_class=3), root / "artifacts" / "validate")
-    split(root / "artifacts/validate/manifest.csv", SplitParams(test_ratio=0.25, seed=1), root / "artifacts/split")
-    (root / "params.yaml").write_text(PARAMS)
-    (root / "dvc.yaml").write_text("stages: {}\n")  # marks the project root
-    return root
-
-
-def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "visionops.cli", *args]
-
-
 def test_outage_mid_run_then_log_run_gives_one_complete_run(tmp_path: Path, mlflow_server) -> None:
     """The server dies during training: the stage still ends, its files intact; `log-run` logs it all later."""
-    project = _project(tmp_path / "project")
+    project = tiny_project(tmp_path / "project", PARAMS)
     env = tool_env(MLFLOW_TRACKING_URI=mlflow_server.uri)
-    proc = subprocess.Popen(_cli("train"), cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    proc = subprocess.Popen(cli("train"), cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)  # fmt: skip
     deadline = time.monotonic() + 300
     while not list(project.glob("artifacts/.resume/train-*/mlflow_run_id")) and time.monotonic() < deadline:
@@ -57,13 +37,13 @@ def test_outage_mid_run_then_log_run_gives_one_complete_run(tmp_path: Path, mlfl
     assert proc.returncode == 0, err[-3000:]
     assert "logging the training to MLflow failed" in err and "visionops log-run" in err
     assert (project / "artifacts/train/model.keras").is_file() and (project / "artifacts/train/run.json").is_file()
-    evaluated = run(_cli("evaluate"), cwd=project, MLFLOW_TRACKING_URI=mlflow_server.uri)
+    evaluated = run(cli("evaluate"), cwd=project, MLFLOW_TRACKING_URI=mlflow_server.uri)
     assert "logging the evaluation to MLflow failed" in evaluated.stderr
 
     mlflow_server.start()  # same port, same database
-    recovered = run(_cli("log-run"), cwd=project, MLFLOW_TRACKING_URI=mlflow_server.uri).stdout
+    recovered = run(cli("log-run"), cwd=project, MLFLOW_TRACKING_URI=mlflow_server.uri).stdout
     assert "training and evaluation logged" in recovered
-    assert "nothing missing" in run(_cli("log-run"), cwd=project, MLFLOW_TRACKING_URI=mlflow_server.uri).stdout
+    assert "nothing missing" in run(cli("log-run"), cwd=project, MLFLOW_TRACKING_URI=mlflow_server.uri).stdout
     _assert_complete_run(MlflowClient(mlflow_server.uri), project, mlflow_server.uri)
 
 
