@@ -3,6 +3,9 @@
 #   ./run.sh pipeline [dvc repro args]   pull data/ from the DVC remote if absent, then `dvc repro`
 #   ./run.sh test [pytest args]          the test suite (what CI runs)
 #   ./run.sh ui                          the MLflow UI over the project's runs, on http://127.0.0.1:5000
+#   ./run.sh prefect-server              a local Prefect server and UI on http://127.0.0.1:4200
+#   ./run.sh deploy                      register prefect.yaml's `local` deployment with that server
+#   ./run.sh worker                      a process worker for it (the pool is created on first use)
 #   ./run.sh setup                       only install
 # Set VISIONOPS_GPU=1 to install TensorFlow with CUDA instead of the CPU build; PYTHON to pick the interpreter.
 set -euo pipefail
@@ -36,5 +39,19 @@ case "$cmd" in
     dvc repro "$@" ;;
   test) setup; python -m pytest "$@" ;;
   ui) setup; visionops ui "$@" ;;
-  *) sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  prefect-server) setup; exec prefect server start --host 127.0.0.1 --port "${PREFECT_PORT:-4200}" "$@" ;;
+  deploy)
+    setup
+    export PREFECT_API_URL=${PREFECT_API_URL:-http://127.0.0.1:${PREFECT_PORT:-4200}/api}
+    # Workers clone this repository: its `origin` if there is one, else this checkout (a worker on this machine).
+    repo=${VISIONOPS_REPO:-$(git remote get-url origin 2>/dev/null || pwd)}
+    prefect variable set --overwrite visionops_repo "$repo"
+    prefect work-pool inspect visionops-process >/dev/null 2>&1 || prefect work-pool create visionops-process --type process
+    prefect --no-prompt deploy --name local "$@" ;;
+  worker)
+    setup
+    export PREFECT_API_URL=${PREFECT_API_URL:-http://127.0.0.1:${PREFECT_PORT:-4200}/api}
+    prefect work-pool inspect visionops-process >/dev/null 2>&1 || prefect work-pool create visionops-process --type process
+    exec prefect worker start --pool visionops-process "$@" ;;
+  *) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

@@ -7,6 +7,7 @@ import functools
 import json
 import logging
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -300,7 +301,9 @@ def ui(
         return
     root = tracking.project_root()
     out.print(f"MLflow UI on http://{host}:{port} over {uri} (Ctrl-C stops it)")
-    cmd = ["mlflow", "server", "--backend-store-uri", uri, "--default-artifact-root", (root / "mlartifacts").as_uri(),
+    mlflow = Path(sys.executable).parent / "mlflow"  # this environment's, whatever PATH says
+    artifact_root = (root / "mlartifacts").as_uri()
+    cmd = [str(mlflow), "server", "--backend-store-uri", uri, "--default-artifact-root", artifact_root,
            "--host", host, "--port", str(port), "--workers", "1"]  # fmt: skip
     raise typer.Exit(subprocess.call(cmd))
 

@@ -1,0 +1,210 @@
+"""Prefect flow: the DVC pipeline's stages (validate, split, train, evaluate, promote) as tasks.
+
+The tasks do not reimplement the stages: each runs ``dvc repro --single-item <stage>``, so DVC decides what is
+stale, writes dvc.lock exactly as ``dvc repro`` would and skips what is unchanged (also on a fresh worker clone,
+through DVC's run cache on the remote). Params overrides are applied with DVC's own ``-S`` code and the result is
+saved as a DVC experiment (``dvc exp show``), never committed over params.yaml.
+
+Run in-process, without a server:  ``python flows/training_pipeline.py [-S train.finetune.epochs=40 ...]``.
+Deployments (work pools process / docker GPU / kubernetes GPU): prefect.yaml.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import flow_run
+from prefect.tasks import exponential_backoff
+
+STAGES = ("validate", "split", "train", "evaluate", "promote")
+# Per stage: (retries, timeout in seconds). Retries go where the failure can be transient: train and evaluate
+# talk to the tracking server (a killed or failed train resumes from its checkpoint), promote to the registry.
+POLICY = {"validate": (0, 3600), "split": (0, 600), "train": (1, 12 * 3600), "evaluate": (2, 3600),
+          "promote": (2, 3600)}  # fmt: skip
+
+
+class StageFailed(RuntimeError):
+    """A command of the pipeline exited non-zero; the message holds the end of its output."""
+
+
+def sh(cmd: list[str], cwd: Path) -> str:
+    """Run a command in the project, streaming its output into the Prefect logs.
+
+    The project's own ``src/`` goes first on PYTHONPATH, so a worker runs the code of the clone it pulled,
+    not whatever version of visionops its environment was installed from.
+
+    Raises:
+        StageFailed: the command failed; the message ends with its last 40 lines (the reason, for the UI).
+    """
+    logger = get_run_logger()
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(cwd / "src"), env.get("PYTHONPATH")]))
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    logger.info("$ %s", " ".join(cmd))
+    tail: deque[str] = deque(maxlen=40)
+    lines: list[str] = []
+    with subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          bufsize=1) as proc:  # fmt: skip
+        for line in proc.stdout:
+            line = line.rstrip()
+            tail.append(line)
+            lines.append(line)
+            logger.info(line)
+    if proc.returncode != 0:
+        raise StageFailed(f"`{' '.join(cmd)}` exited {proc.returncode}:\n" + "\n".join(tail))
+    return "\n".join(lines)
+
+
+@task(retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=10), timeout_seconds=3600)
+def pull_data(project: Path, data_rev: str | None) -> None:
+    """Check out data.dvc at ``data_rev`` (if given) and pull the data and DVC's run cache from the remote."""
+    if data_rev:
+        sh(["git", "checkout", data_rev, "--", "data.dvc"], project)
+    sh(["dvc", "pull", "data.dvc"], project)
+    sh(["dvc", "fetch", "--run-cache"], project)  # what earlier runs on any worker computed: lets repro skip it
+
+
+@task(timeout_seconds=60)
+def apply_overrides(project: Path, overrides: list[str]) -> None:
+    """Set params the way ``dvc exp run -S key=value`` does (DVC's own code; unknown keys are errors)."""
+    from dvc.utils.hydra import apply_overrides as dvc_apply
+
+    get_run_logger().info("params overrides: %s", overrides)
+    dvc_apply(project / "params.yaml", overrides)
+
+
+def _stage_task(stage: str):
+    retries, timeout = POLICY[stage]
+
+    @task(name=stage, retries=retries, retry_delay_seconds=exponential_backoff(backoff_factor=10),
+          timeout_seconds=timeout)  # fmt: skip
+    def run_stage(project: Path) -> bool:
+        """``dvc repro`` of one stage; returns whether it ran (False: unchanged or restored from the run cache)."""
+        output = sh(["dvc", "repro", "--single-item", "--pull", stage], project)
+        return f"Running stage '{stage}'" in output
+
+    return run_stage
+
+
+STAGE_TASKS = {stage: _stage_task(stage) for stage in STAGES}
+
+
+@task(retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=10), timeout_seconds=3600)
+def save_experiment(project: Path, name: str, push: bool) -> None:
+    """Record the overridden run as a DVC experiment; with ``push``, send it to the git and DVC remotes."""
+    sh(["dvc", "exp", "save", "--force", "--name", name], project)
+    if push:
+        sh(["dvc", "exp", "push", "origin", name], project)
+
+
+@task(retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=10), timeout_seconds=3600)
+def push_results(project: Path) -> None:
+    """Push outputs and run cache to the DVC remote, so a rerun anywhere skips what this run computed."""
+    sh(["dvc", "push", "--run-cache"], project)
+
+
+def summary_markdown(project: Path, ran: dict[str, bool]) -> str:
+    """The run's report: which stages ran, the test metrics, the promotion decision, MLflow links."""
+    artifacts = project / "artifacts"
+    metrics = json.loads((artifacts / "evaluate/metrics.json").read_text())
+    decision = json.loads((artifacts / "promote/decision.json").read_text())
+    run_info = json.loads((artifacts / "train/run.json").read_text())
+    ui = run_info["tracking_uri"] if run_info["tracking_uri"].startswith("http") else "http://127.0.0.1:5000"
+    run_url = f"{ui.rstrip('/')}/#/experiments/{run_info['experiment_id']}/runs/{run_info['run_id']}"
+    name, version = decision["registered_model"], decision["version"]
+    lines = [
+        "## Training pipeline",
+        "",
+        "| stage | " + " | ".join(STAGES) + " |",
+        "|---|" + "---|" * len(STAGES),
+        "| ran | " + " | ".join("ran" if ran[s] else "up to date" for s in STAGES) + " |",
+        "",
+        "### Test metrics",
+        "",
+        "| metric | value |",
+        "|---|---|",
+        *(f"| {k} | {v:.4f} |" for k, v in metrics.items() if isinstance(v, float)),
+        "",
+        "### Promotion",
+        "",
+        f"**{decision['decision']}**: {decision['reason']}",
+        "",
+        f"- MLflow run: [{run_info['run_name']}]({run_url})",
+        f"- Model version: [{name} v{version}]({ui.rstrip('/')}/#/models/{name}/versions/{version})",
+    ]
+    if not run_info["tracking_uri"].startswith("http"):
+        lines.append(f"- Tracking store: `{run_info['tracking_uri']}` (open it with `visionops ui`)")
+    return "\n".join(lines)
+
+
+def _experiment_name() -> str:
+    """A DVC experiment name from the Prefect flow run's name (DVC allows letters, digits, - and _)."""
+    return re.sub(r"[^A-Za-z0-9_-]", "-", flow_run.get_name() or "prefect-run")
+
+
+@flow(name="training-pipeline", log_prints=True)
+def training_pipeline(
+    overrides: list[str] | None = None,
+    data_rev: str | None = None,
+    experiment: str | None = None,
+    project_dir: str = ".",
+    push: bool = False,
+) -> dict[str, Any]:
+    """Validate, split, train, evaluate and promote through DVC, reporting to Prefect and MLflow.
+
+    Args:
+        overrides: params overrides as for ``dvc exp run -S``: ``["train.finetune.epochs=40"]``. They make the run
+            a DVC experiment (named after the flow run) instead of changing the committed params.yaml.
+        data_rev: a git revision whose data.dvc to train on (default: the checked-out one).
+        experiment: the MLflow experiment (an override of ``tracking.experiment``).
+        project_dir: the project checkout (a deployment's pull steps clone into the working directory).
+        push: push outputs, run cache and the experiment to the remotes, so reruns on any worker skip what is done.
+
+    Returns:
+        The promotion decision, the test metrics and which stages ran.
+    """
+    project = Path(project_dir).resolve()
+    settings = list(overrides or []) + ([f"tracking.experiment={experiment}"] if experiment else [])
+    pull_data(project, data_rev)
+    if settings:
+        apply_overrides(project, settings)
+    ran: dict[str, bool] = {}
+    for stage in STAGES:
+        ran[stage] = STAGE_TASKS[stage](project)
+    if settings:
+        save_experiment(project, _experiment_name(), push)
+    if push:
+        push_results(project)
+    create_markdown_artifact(summary_markdown(project, ran), key="training-pipeline",
+                             description="metrics, promotion decision, MLflow links")  # fmt: skip
+    decision = json.loads((project / "artifacts/promote/decision.json").read_text())
+    metrics = json.loads((project / "artifacts/evaluate/metrics.json").read_text())
+    return {"ran": ran, "decision": decision, "metrics": metrics}
+
+
+def main() -> None:
+    """In-process run without a Prefect server: ``python flows/training_pipeline.py -S key=value ...``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-S", "--set-param", action="append", default=[], help="override, as for dvc exp run -S")
+    parser.add_argument("--data-rev", help="git revision of data.dvc to train on")
+    parser.add_argument("--experiment", help="MLflow experiment")
+    parser.add_argument("--push", action="store_true", help="push outputs and run cache to the DVC remote")
+    args = parser.parse_args()
+    result = training_pipeline(overrides=args.set_param, data_rev=args.data_rev, experiment=args.experiment,
+                               push=args.push)  # fmt: skip
+    print(json.dumps({"ran": result["ran"], "decision": result["decision"]["decision"]}))
+
+
+if __name__ == "__main__":
+    main()
