@@ -165,7 +165,7 @@ def train(
     write_json(out_dir / "run.json", info)  # written before logging, so an outage cannot lose the run id
     _log_or_warn(
         "the training",
-        lambda: tracking.log_training(client, run_id, settings, tracking.project_root(), out_dir.parent),
+        lambda: tracking.log_training(client, run_id, settings, tracking.project_root(), out_dir.parent, result.model),
     )
     last = result.history.iloc[-1].to_dict() if len(result.history) else {}
     out.print(f"train: {len(result.history)} epochs, weights {result.weights.used}, saved {result.model_path}")

@@ -24,6 +24,8 @@ import pandas as pd
 import yaml
 from mlflow import MlflowClient
 from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
+from mlflow.models import ModelSignature
+from mlflow.types import Schema, TensorSpec
 
 from visionops.config import Params, TrainParams
 from visionops.errors import UserError
@@ -198,17 +200,23 @@ def _datasets(client: MlflowClient, run_id: str, root: Path, split_dir: Path, da
     client.log_inputs(run_id, datasets=inputs)
 
 
-def log_training(client: MlflowClient, run_id: str, params: Params, root: Path, artifacts: Path) -> str:
+def log_training(
+    client: MlflowClient, run_id: str, params: Params, root: Path, artifacts: Path, model: Any = None
+) -> str:
     """Log a finished training from the stages' folders under ``artifacts`` (validate/, split/, train/).
 
     Logs params, per-epoch metrics, dataset inputs, tags (weights used, task, device), the files a reviewer
     needs (params.yaml, dvc.lock, augmentation preview, curves, TensorBoard logs, GE Data Docs and summary)
     and the Keras model with its signature and the class names and input size as metadata.
 
+    Args:
+        client: the tracking client; run_id: the run to log into; params: the resolved params.yaml.
+        root: the project root (params.yaml, dvc.lock, data.dvc); artifacts: the stages' output folders.
+        model: the trained Keras model when the caller holds it (saves reloading it from train/model.keras).
+
     Returns:
         The logged model's URI (``models:/m-...``), also kept as the run's ``visionops.model_uri`` tag.
     """
-    from visionops.model import load_trained
 
     train_dir, split_dir = artifacts / "train", artifacts / "split"
     history = pd.read_csv(train_dir / "history.csv")
@@ -216,7 +224,11 @@ def log_training(client: MlflowClient, run_id: str, params: Params, root: Path, 
     tags = lineage(root, split_dir)
     _datasets(client, run_id, root, split_dir, tags["data.dvc_md5"] or tags["split_id"])
     weights = json.loads((train_dir / "weights.json").read_text())
-    model, info = load_trained(train_dir)
+    info = json.loads((train_dir / "classes.json").read_text())
+    if model is None:
+        from visionops.model import load_trained
+
+        model, _ = load_trained(train_dir)
     tags.update({"weights.used": weights["used"], "weights.requested": str(weights["requested"]),
                  "task": info["task"], "model": info["model"], "device.gpu": str(info["gpu"]).lower()})  # fmt: skip
     client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
@@ -231,13 +243,17 @@ def log_training(client: MlflowClient, run_id: str, params: Params, root: Path, 
     for folder, target in folders.items():
         if folder.is_dir():
             client.log_artifacts(run_id, str(folder), target)
-    example = np.zeros((1, info["image_size"], info["image_size"], 3), np.float32)
+    size = info["image_size"]
+    signature = ModelSignature(  # RGB 0-255 in, class probabilities out (no forward pass needed to infer it)
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, size, size, 3), "image")]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, len(info["classes"])), "probabilities")]),
+    )
     with mlflow.start_run(run_id=run_id):
         model_info = mlflow.keras.log_model(
             # No input_example: MLflow 3.17's Keras flavour writes it before it creates the model folder and
             # fails (FileNotFoundError .../model/input_example.json). The signature carries the input shape.
             model, name="model",
-            signature=mlflow.models.infer_signature(example, model.predict(example, verbose=0)),
+            signature=signature,
             pip_requirements=[f"keras=={version('keras')}", f"tensorflow=={_tensorflow_version()}"],
             metadata={k: info[k] for k in ("classes", "task", "image_size", "resize_side", "model")},
         )  # fmt: skip

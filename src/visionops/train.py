@@ -49,6 +49,7 @@ class TrainResult:
     history: pd.DataFrame
     weights: WeightsUsed
     classes: list[str]
+    model: keras.Model  # the trained model, as saved: lets the caller log it without loading it again
 
 
 def read_split(split_dir: Path) -> tuple[dict[str, pd.DataFrame], dict]:
@@ -172,7 +173,7 @@ def train(
     write_json(out_dir / "classes.json", {**info, "batchnorm_frozen": frozen_bn, **device})
     save_resolved({"train": params, "augment": augment}, out_dir)
     shutil.rmtree(resume, ignore_errors=True)
-    return TrainResult(model_path, history, weights, classes)
+    return TrainResult(model_path, history, weights, classes, model)
 
 
 def resume_dir(out_dir: Path, params: TrainParams, augment: list[AugmentStep], split_info: dict) -> Path:

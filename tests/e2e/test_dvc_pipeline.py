@@ -54,6 +54,7 @@ def test_pull_repro_experiment_then_nothing_to_do(project_copy: Path) -> None:
     again = run(["dvc", "repro"], cwd=project_copy).stdout
     assert _ran(again) == set() and "Data and pipelines are up to date" in again
     assert json.loads(run(["dvc", "status", "--json"], cwd=project_copy).stdout) == {}
+    _the_prefect_flow_in_process_reruns_nothing(project_copy)
 
     # An evaluate-only param reruns evaluate, and promote reports the decision made for that run already.
     only_eval = run(["dvc", "exp", "run", "-S", "evaluate.top_k=3"], cwd=project_copy).stdout
@@ -66,6 +67,18 @@ def test_pull_repro_experiment_then_nothing_to_do(project_copy: Path) -> None:
     assert (project_copy / "plots_out" / "index.html").is_file(), plots
 
     _the_local_mlflow_store_holds_the_run(project_copy)
+
+
+def _the_prefect_flow_in_process_reruns_nothing(project: Path) -> None:
+    """The flow without a server, after an unchanged `dvc repro`: every stage up to date, dvc.lock untouched."""
+    import sys
+
+    before = {name: (project / name).read_bytes() for name in ("dvc.lock", "params.yaml")}
+    out = run([sys.executable, "flows/training_pipeline.py"], cwd=project, PREFECT_HOME=str(project.parent / "ph"),
+              PREFECT_SERVER_ANALYTICS_ENABLED="false").stdout  # fmt: skip
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["ran"] == dict.fromkeys(("validate", "split", "train", "evaluate", "promote"), False), out
+    assert before == {name: (project / name).read_bytes() for name in before}
 
 
 def _decision(project: Path) -> dict:

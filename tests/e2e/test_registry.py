@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -19,8 +20,9 @@ import pytest
 from helpers import MlflowServer, cli, free_port, run, tiny_project, tool_env
 from mlflow import MlflowClient
 
-from visionops.config import PromoteParams
+from visionops.config import PromoteParams, SplitParams
 from visionops.promote import decide
+from visionops.split import split
 from visionops.tracking import score_tag
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -40,8 +42,8 @@ def server(tmp_path_factory: pytest.TempPathFactory):
     started.stop()
 
 
-def _trained(root: Path, uri: str, epochs: int, seed: int, split_seed: int = 1) -> Path:
-    tiny_project(root, TRAIN.format(seed=seed, epochs=epochs), split_seed=split_seed)
+def _trained(root: Path, uri: str, epochs: int, seed: int) -> Path:
+    tiny_project(root, TRAIN.format(seed=seed, epochs=epochs))
     run(cli("train"), cwd=root, MLFLOW_TRACKING_URI=uri)
     run(cli("evaluate"), cwd=root, MLFLOW_TRACKING_URI=uri)
     return root
@@ -110,7 +112,7 @@ def test_racing_promotions_end_with_the_better_model_as_champion(server, candida
     assert client.get_model_version_by_alias("race", "challenger").version == last["version"]
 
 
-def test_promote_rollback_then_rescore_the_champion_on_a_new_split(server, candidates, tmp_path: Path) -> None:
+def test_promote_rerun_registry_and_rollback(server, candidates) -> None:
     better, worse = candidates["better"], candidates["worse"]
     for project in (better, worse):
         _use_registry(project, "seq")
@@ -136,21 +138,34 @@ def test_promote_rollback_then_rescore_the_champion_on_a_new_split(server, candi
     nothing = run(cli("rollback"), cwd=better, MLFLOW_TRACKING_URI=server.uri, check=False)
     assert nothing.returncode == 1 and "nothing to roll back to" in nothing.stderr
 
-    # A candidate evaluated on another split: the champion (v1, scored on split 1) is re-scored on it first.
-    third = _trained(tmp_path / "c", server.uri, epochs=1, seed=3, split_seed=2)
+
+def test_a_champion_from_another_split_is_rescored_first(server, candidates, tmp_path: Path) -> None:
+    worse = candidates["worse"]
+    _use_registry(worse, "rescore")
+    assert _promote(worse, server.uri)["decision"] == "promoted"  # v1, scored on split 1
+    # The candidate: the other trained model, evaluated on a split made with another seed.
+    third = tmp_path / "c"
+    shutil.copytree(candidates["better"], third)
+    split(third / "artifacts/validate/manifest.csv", SplitParams(test_ratio=0.25, seed=2), third / "artifacts/split")
+    run(cli("evaluate"), cwd=third, MLFLOW_TRACKING_URI=server.uri)
     split_id = _metrics(third)["split_id"]
     assert split_id != _metrics(worse)["split_id"]
-    _use_registry(third, "seq")
+    _use_registry(third, "rescore")
     decision = _promote(third, server.uri)
     assert decision["champion_before"] == "1" and decision["champion_rescored"] is True
-    rescored = float(client.get_model_version("seq", "1").tags[score_tag(split_id, "ece")])
+    client = MlflowClient(server.uri)
+    rescored = float(client.get_model_version("rescore", "1").tags[score_tag(split_id, "ece")])
     assert decision["champion_score"] == pytest.approx(rescored)
+    assert (third / "artifacts/promote/champion_v1/metrics.json").is_file()
     # The same number, measured independently: evaluate the registered champion (a models:/ URI) on that split.
-    run(cli("evaluate", "--model", "models:/seq/1", "--out", "check"), cwd=third, MLFLOW_TRACKING_URI=server.uri)
+    run(cli("evaluate", "--model", "models:/rescore/1", "--out", "check"), cwd=third,
+        MLFLOW_TRACKING_URI=server.uri)  # fmt: skip
     assert json.loads((third / "check/metrics.json").read_text())["ece"] == pytest.approx(rescored)
-    rule = PromoteParams(registered_model="seq", metric="ece", min_delta=0.0)
+    rule = PromoteParams(registered_model="rescore", metric="ece", min_delta=0.0)
     assert decision["decision"] == decide(_metrics(third)["ece"], rescored, rule, pretrained=False).action
-    assert client.get_model_version_by_alias("seq", "challenger").version == "3"
+    assert client.get_model_version_by_alias("rescore", "challenger").version == "2"
+    again = _promote(third, server.uri)
+    assert again["already_decided"] and again["decision"] == decision["decision"]
 
 
 def test_predict_and_serve_the_champion_by_alias(server, candidates, tmp_path: Path) -> None:
