@@ -17,7 +17,6 @@ import os
 import re
 import subprocess
 import sys
-from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -52,17 +51,15 @@ def sh(cmd: list[str], cwd: Path) -> str:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(cwd / "src"), env.get("PYTHONPATH")]))
     env.setdefault("PYTHONUNBUFFERED", "1")
     logger.info("$ %s", " ".join(cmd))
-    tail: deque[str] = deque(maxlen=40)
     lines: list[str] = []
     with subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           bufsize=1) as proc:  # fmt: skip
         for line in proc.stdout:
             line = line.rstrip()
-            tail.append(line)
             lines.append(line)
             logger.info(line)
     if proc.returncode != 0:
-        raise StageFailed(f"`{' '.join(cmd)}` exited {proc.returncode}:\n" + "\n".join(tail))
+        raise StageFailed(f"`{' '.join(cmd)}` exited {proc.returncode}:\n" + "\n".join(lines[-40:]))
     return "\n".join(lines)
 
 
@@ -114,12 +111,15 @@ def push_results(project: Path) -> None:
     sh(["dvc", "push", "--run-cache"], project)
 
 
-def summary_markdown(project: Path, ran: dict[str, bool]) -> str:
+def read_results(project: Path) -> dict[str, dict]:
+    """What the stages left for the report: test metrics, the promotion decision, the MLflow run."""
+    files = {"metrics": "evaluate/metrics.json", "decision": "promote/decision.json", "run": "train/run.json"}
+    return {key: json.loads((project / "artifacts" / rel).read_text()) for key, rel in files.items()}
+
+
+def summary_markdown(results: dict[str, dict], ran: dict[str, bool]) -> str:
     """The run's report: which stages ran, the test metrics, the promotion decision, MLflow links."""
-    artifacts = project / "artifacts"
-    metrics = json.loads((artifacts / "evaluate/metrics.json").read_text())
-    decision = json.loads((artifacts / "promote/decision.json").read_text())
-    run_info = json.loads((artifacts / "train/run.json").read_text())
+    metrics, decision, run_info = results["metrics"], results["decision"], results["run"]
     ui = run_info["tracking_uri"] if run_info["tracking_uri"].startswith("http") else "http://127.0.0.1:5000"
     run_url = f"{ui.rstrip('/')}/#/experiments/{run_info['experiment_id']}/runs/{run_info['run_id']}"
     name, version = decision["registered_model"], decision["version"]
@@ -186,11 +186,10 @@ def training_pipeline(
         save_experiment(project, _experiment_name(), push)
     if push:
         push_results(project)
-    create_markdown_artifact(summary_markdown(project, ran), key="training-pipeline",
+    results = read_results(project)
+    create_markdown_artifact(summary_markdown(results, ran), key="training-pipeline",
                              description="metrics, promotion decision, MLflow links")  # fmt: skip
-    decision = json.loads((project / "artifacts/promote/decision.json").read_text())
-    metrics = json.loads((project / "artifacts/evaluate/metrics.json").read_text())
-    return {"ran": ran, "decision": decision, "metrics": metrics}
+    return {"ran": ran, "decision": results["decision"], "metrics": results["metrics"]}
 
 
 def main() -> None:

@@ -45,6 +45,7 @@ ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml to read."
 DataOpt = Annotated[Path, typer.Option("--data", help="Class-per-folder image root: data/<label>/<image>.")]
 OutOpt = Annotated[Path, typer.Option("--out", help="Output folder.")]
 SplitOpt = Annotated[Path, typer.Option("--split", help="The split stage's output folder.")]
+ArtifactsOpt = Annotated[Path, typer.Option("--artifacts", help="Folder holding the stages' outputs.")]
 ModelOpt = Annotated[
     str,
     typer.Option("--model", help="model.keras, the train stage's folder, or an MLflow URI: models:/NAME@champion."),
@@ -200,7 +201,7 @@ def evaluate(
 @_user_errors
 def log_run(
     params: ParamsOpt = Path("params.yaml"),
-    artifacts: Annotated[Path, typer.Option(help="Folder holding the stages' outputs.")] = Path("artifacts"),
+    artifacts: ArtifactsOpt = Path("artifacts"),
 ) -> None:
     """Log what an MLflow outage kept from the run in artifacts/train/run.json (training and/or evaluation)."""
     from visionops import tracking
@@ -232,7 +233,7 @@ def log_run(
 def promote(
     params: ParamsOpt = Path("params.yaml"),
     data: DataOpt = Path("data"),
-    artifacts: Annotated[Path, typer.Option(help="Folder holding the stages' outputs.")] = Path("artifacts"),
+    artifacts: ArtifactsOpt = Path("artifacts"),
     out_dir: OutOpt = Path("artifacts/promote"),
 ) -> None:
     """Register the trained model as a new version (alias challenger); make it champion only if it wins."""

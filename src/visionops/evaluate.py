@@ -25,7 +25,7 @@ from visionops.dataset import ROTATIONS, Batches, cache_images
 from visionops.files import atomic_write_bytes, atomic_write_text, write_json
 from visionops.model import load_trained
 from visionops.plots import plot_confusion
-from visionops.probe import is_hidden
+from visionops.predict import image_files
 from visionops.train import read_split
 
 
@@ -116,8 +116,7 @@ def holdout_files(root: Path, classes: list[str], task: str) -> tuple[list[Path]
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"evaluate.holdout_dir: {root} is not a folder")
-    files = sorted(p for p in root.rglob("*") if p.is_file() and not is_hidden(p.relative_to(root)))
-    files = [p for p in files if len(p.relative_to(root).parts) > 1]
+    files = [p for p in image_files(root) if len(p.relative_to(root).parts) > 1]  # (loose files have no label)
     labels = [p.relative_to(root).parts[0] for p in files]
     if task == "classification":
         unknown = sorted(set(labels) - set(classes))

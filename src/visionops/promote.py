@@ -126,7 +126,7 @@ def _decide_and_apply(client, params: Params, version, score: float, split_id: s
     pretrained = run_tags.get("weights.used") in ("imagenet", "file")
     decision = decide(score, champion_score, p, pretrained, champion.version if champion else "")
     tags = {"decision": decision.action, "decision.reason": decision.reason, "decision.metric": p.metric,
-            "decision.at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
+            "decision.at": _now()}  # fmt: skip
     if champion is not None:
         tags.update({"decision.compared_with": str(champion.version), "decision.champion_score": str(champion_score),
                      "decision.champion_rescored": str(rescored).lower()})  # fmt: skip
@@ -149,6 +149,10 @@ def _result(p: PromoteParams, version, score: float, tags: dict, already: bool) 
         "champion_rescored": tags.get("decision.champion_rescored") == "true", "already_decided": already,
         "params": p.model_dump(mode="json"),
     }  # fmt: skip
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def _float(value: str | None) -> float | None:
@@ -175,7 +179,7 @@ def rollback(params: PromoteParams, reason: str) -> dict:
         tracking.set_alias(client, name, PREVIOUS_CHAMPION, previous.tags.get("previous_champion"))
         if champion is not None:
             tracking.tag_version(client, name, champion.version, {"rolled_back": "true", "rolled_back.reason": reason,
-                                 "rolled_back.at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})  # fmt: skip
+                                 "rolled_back.at": _now()})  # fmt: skip
     return {"registered_model": name, "champion": str(previous.version),
             "demoted": str(champion.version) if champion else None,
             "previous_champion": previous.tags.get("previous_champion")}  # fmt: skip
