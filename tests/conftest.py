@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import REPO, MlflowServer, run
+from helpers import PG_MISSING, REPO, MlflowServer, PostgresServer, S3Server, postgres_bin, run
 
 
 @pytest.fixture
@@ -53,5 +53,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def mlflow_server(tmp_path: Path):
     """A running MLflow tracking server for one test."""
     server = MlflowServer(tmp_path / "mlflow-server").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A PostgreSQL server for the session (team stack); skips with the install hint where its binaries are absent."""
+    if postgres_bin() is None:
+        pytest.skip(PG_MISSING)
+    server = PostgresServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory):
+    """An S3 API server (moto, a real process) for the session; tests create their own buckets."""
+    server = S3Server(tmp_path_factory.mktemp("s3")).start()
     yield server
     server.stop()

@@ -2,6 +2,8 @@
 
 The origin repository is a copy of this checkout with a tiny generated dataset pushed to a DVC remote outside
 it, so each flow run does what it does on a remote worker: clone, pull the data and run cache, run the stages.
+Where PostgreSQL is installed, the same runs go through the team stack (Prefect and MLflow on PostgreSQL, MLflow
+artifacts and the DVC remote in S3), configured by environment variables and `dvc remote` only.
 """
 
 from __future__ import annotations
@@ -16,68 +18,45 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import REPO, MlflowServer, cli, free_port, run, tool_env
+from helpers import REPO, MlflowServer, free_port, postgres_bin, run, tiny_origin, tool_env, wait_until_up
 from mlflow import MlflowClient
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-TINY = {"validate": {"min_images_per_class": 3},
-        "train": {"image_size": 32, "batch_size": 16, "workers": 1, "head": {"epochs": 1}, "finetune": {"epochs": 1}},
-        "promote": {"min_metric": None}}  # fmt: skip
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 
-def _merge(base: dict, extra: dict) -> dict:
-    for key, value in extra.items():
-        base[key] = _merge(base.get(key, {}), value) if isinstance(value, dict) else value
-    return base
-
-
-def _tiny_origin(dest: Path, remote: Path) -> Path:
-    """A git repository like this checkout, with a tiny generated dataset in a DVC remote outside the repository."""
-    listed = run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO).stdout
-    for rel in filter(None, listed.split("\0")):
-        if (REPO / rel).is_file() and not rel.startswith("dvc-remote/"):
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            (dest / rel).write_bytes((REPO / rel).read_bytes())
-    (dest / "run.sh").chmod(0o755)
-    params = _merge(yaml.safe_load((dest / "params.yaml").read_text()), TINY)
-    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    (dest / "data.dvc").unlink()
-    run(cli("sample-data", "--out", "data", "--per-class", "12", "--size", "48"), cwd=dest)
-    run(["git", "init", "-q", "-b", "main"], cwd=dest)
-    for cmd in (["dvc", "remote", "add", "-f", "-d", "sample", str(remote)], ["dvc", "add", "-q", "data"],
-                ["dvc", "push", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "tiny origin"]):  # fmt: skip
-        run(cmd, cwd=dest)
-    return dest
-
-
 class PrefectStack:
-    """A real Prefect server on a free 127.0.0.1 port (PREFECT_HOME in a temp dir) and process workers."""
+    """A real Prefect server on a free 127.0.0.1 port (PREFECT_HOME in a temp dir) and process workers.
 
-    def __init__(self, home: Path, mlflow_uri: str) -> None:
+    The server keeps its state in sqlite under PREFECT_HOME, or in the PostgreSQL database ``database_url``
+    (``postgresql+asyncpg://...``), which only the server's environment holds. ``env`` goes to the commands and
+    workers (e.g. the DVC remote's credentials).
+    """
+
+    def __init__(self, home: Path, mlflow_uri: str, database_url: str | None = None,
+                 env: dict[str, str] | None = None) -> None:  # fmt: skip
         self.port = free_port()
         self.env = tool_env(PREFECT_HOME=str(home), PREFECT_API_URL=f"http://127.0.0.1:{self.port}/api",
                             PREFECT_SERVER_ANALYTICS_ENABLED="false", MLFLOW_TRACKING_URI=mlflow_uri,
-                            PREFECT_LOGGING_LEVEL="INFO")  # fmt: skip
+                            PREFECT_LOGGING_LEVEL="INFO", **(env or {}))  # fmt: skip
+        self.server_env = dict(self.env)
+        if database_url:
+            self.server_env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = database_url
         self.home, self.procs = home, []
 
-    def spawn(self, cmd: list[str], log: str, cwd: Path | None = None) -> subprocess.Popen:
+    def spawn(self, cmd: list[str], log: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.Popen:
         out = open(self.home / log, "ab")  # noqa: SIM115 - kept open for the process's lifetime
-        proc = subprocess.Popen(cmd, env=self.env, cwd=cwd or self.home, stdout=out, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(cmd, env=env or self.env, cwd=cwd or self.home, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True)  # fmt: skip
         self.procs.append(proc)
         return proc
 
     def start(self) -> PrefectStack:
-        self.spawn(["prefect", "server", "start", "--host", "127.0.0.1", "--port", str(self.port)], "server.log")
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/api/health", timeout=2):
-                    return self
-            except OSError:
-                time.sleep(0.5)
-        raise RuntimeError((self.home / "server.log").read_text()[-3000:])
+        cmd = ["prefect", "server", "start", "--host", "127.0.0.1", "--port", str(self.port)]
+        server = self.spawn(cmd, "server.log", env=self.server_env)
+        url = f"http://127.0.0.1:{self.port}/api/health"
+        wait_until_up(url, server, self.home / "server.log", 180, "prefect server")
+        return self
 
     def cmd(self, *args: str, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
         proc = subprocess.run(["prefect", *args], env=self.env, cwd=cwd or self.home, capture_output=True, text=True,
@@ -133,20 +112,52 @@ class PrefectStack:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory):
-    """Tracking server, Prefect server, the tiny origin repository deployed from its prefect.yaml, one worker."""
+def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """Tracking server, Prefect server, the tiny origin repository deployed from its prefect.yaml, one worker.
+
+    Where PostgreSQL is installed this is the team stack: Prefect and MLflow keep their state in PostgreSQL,
+    MLflow's artifacts and the DVC remote live in S3. Otherwise the laptop's sqlite files and a local remote.
+    """
     base = tmp_path_factory.mktemp("prefect")
-    mlflow_server = MlflowServer(base / "mlflow").start()
-    prefect = PrefectStack(base, mlflow_server.uri).start()
-    origin = _tiny_origin(base / "origin", base / "dvc-remote")
+    prefect, mlflow_server, origin, team = _team_stack(request, base) if postgres_bin() else _laptop_stack(base)
     prefect.cmd("variable", "set", "visionops_repo", str(origin))
     prefect.cmd("work-pool", "create", "visionops-process", "--type", "process")
     prefect.cmd("--no-prompt", "deploy", "--name", "local", cwd=origin)
     prefect.worker_proc = prefect.worker()
-    prefect.origin, prefect.mlflow = origin, MlflowClient(mlflow_server.uri)
+    prefect.origin, prefect.mlflow, prefect.team = origin, MlflowClient(mlflow_server.uri), team
     yield prefect
     prefect.stop()
     mlflow_server.stop()
+
+
+def _laptop_stack(base: Path) -> tuple:
+    mlflow_server = MlflowServer(base / "mlflow").start()
+    prefect = PrefectStack(base, mlflow_server.uri).start()
+    return prefect, mlflow_server, tiny_origin(base / "origin", str(base / "dvc-remote")), None
+
+
+def _team_stack(request: pytest.FixtureRequest, base: Path) -> tuple:
+    """Only configuration differs from the laptop: database URLs, S3 locations, the remote and its credentials."""
+    pg, s3 = request.getfixturevalue("postgres_server"), request.getfixturevalue("s3_server")
+    bucket = s3.bucket("pipeline")
+    mlflow_server = MlflowServer(base / "mlflow", backend_store_uri=pg.new_database("mlflow_pipeline"),
+                                 artifacts_destination=f"s3://{bucket}/mlflow",
+                                 env=s3.env("MLFLOW_S3_ENDPOINT_URL")).start()  # fmt: skip
+    prefect = PrefectStack(base, mlflow_server.uri, pg.new_database("prefect", "postgresql+asyncpg"), s3.env()).start()
+    origin = tiny_origin(base / "origin", f"s3://{bucket}/dvc", s3.endpoint, **s3.env())
+    return prefect, mlflow_server, origin, {"postgres": pg, "s3": s3, "bucket": bucket}
+
+
+def _assert_in_team_stores(team: dict, flow_run_id: str, mlflow_run_id: str) -> None:
+    """The flow run is a row in Prefect's PostgreSQL database; the MLflow run in MLflow's; the files in S3."""
+    pg, s3, bucket = team["postgres"], team["s3"], team["bucket"]
+    assert pg.query("prefect", "SELECT state_type::text FROM flow_run WHERE id = %s::uuid", (flow_run_id,)) == [
+        ("COMPLETED",)]  # fmt: skip
+    assert pg.query("mlflow_pipeline", "SELECT status FROM runs WHERE run_uuid = %s", (mlflow_run_id,)) == [
+        ("FINISHED",)]  # fmt: skip
+    keys = s3.keys(bucket)
+    assert any(k.startswith("mlflow/") and f"/{mlflow_run_id}/artifacts/evaluation/" in k for k in keys), keys
+    assert any(k.startswith("dvc/runs/") for k in keys), "the flow pushed DVC's run cache to the S3 remote"
 
 
 def test_prefect_yaml_declares_the_three_work_pools_and_a_valid_schedule() -> None:
@@ -171,7 +182,7 @@ def test_prefect_yaml_declares_the_three_work_pools_and_a_valid_schedule() -> No
             parsed = construct_schedule(cron=schedule["cron"], timezone=schedule["timezone"])
             assert parsed.cron == "0 3 * * 1"
     assert "tensorflow[and-cuda]" in (REPO / "pyproject.toml").read_text()
-    assert "--extra gpu" in (REPO / "Dockerfile").read_text()
+    assert "ARG EXTRA=gpu" in (REPO / "Dockerfile").read_text(), "`docker build .` makes the GPU image"
 
 
 def test_deployment_runs_then_a_rerun_retrains_nothing(stack) -> None:
@@ -184,6 +195,8 @@ def test_deployment_runs_then_a_rerun_retrains_nothing(stack) -> None:
     runs = stack.mlflow.search_runs(experiment_ids=[stack.mlflow.get_experiment_by_name("visionops-sample")
                                                      .experiment_id])  # fmt: skip
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    if stack.team:
+        _assert_in_team_stores(stack.team, first, runs[0].info.run_id)
 
     second = stack.trigger()
     assert stack.wait(second) == "COMPLETED", stack.logs(second)[-5000:]
