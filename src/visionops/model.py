@@ -21,6 +21,10 @@ log = logging.getLogger(__name__)
 SCRATCH_BN_MOMENTUM = 0.9
 
 
+class UnsafeModelError(UserError, ValueError):
+    """A model file carries code (a Lambda layer) and Keras safe_mode refuses it; the CLI shows the message."""
+
+
 class WeightsError(UserError):
     """The configured weights cannot be loaded and the policy says stop. The message says how to fix it."""
 
@@ -151,13 +155,107 @@ def freeze_for_stage(
         layer.trainable = (unfreeze_blocks == "all" or in_top) and not (is_bn and freeze_batchnorm)
 
 
-def distribution_strategy() -> tf.distribute.Strategy:
-    """MultiWorkerMirroredStrategy when TF_CONFIG is set, MirroredStrategy with several GPUs, else default."""
+DEVICES_ENV = "VISIONOPS_DEVICES"  # e.g. "GPU:0,GPU:2", or "CPU:0,CPU:1" to rehearse MirroredStrategy on a laptop
+
+
+def distribution_strategy(devices: list[str] | None = None) -> tf.distribute.Strategy:
+    """The tf.distribute strategy to build and fit the model under.
+
+    MultiWorkerMirroredStrategy when TF_CONFIG is set (or can be derived from a Kubernetes Indexed Job, see
+    :mod:`visionops.cluster`); else MirroredStrategy over ``devices`` (default: ``$VISIONOPS_DEVICES``) when it
+    lists several; else MirroredStrategy over all visible GPUs when there are several; else the default strategy.
+    Listing ``CPU:0,CPU:1`` splits the CPU into logical devices, so the multi-GPU code path runs without a GPU;
+    that must happen before TensorFlow initialises (before any tensor is made).
+
+    Raises:
+        ConfigError: ``devices`` asks for logical CPUs after TensorFlow has initialised.
+    """
+    from visionops.cluster import export_tf_config
+
+    export_tf_config()
     if os.environ.get("TF_CONFIG"):
+        _fix_keras_multi_worker()
         return tf.distribute.MultiWorkerMirroredStrategy()
+    if devices is None:
+        devices = [d.strip() for d in os.environ.get(DEVICES_ENV, "").split(",") if d.strip()]
+    if len(devices) > 1:
+        _split_cpu(devices)
+        return tf.distribute.MirroredStrategy([d if d.startswith("/") else f"/device:{d.upper()}" for d in devices])
     if len(tf.config.list_physical_devices("GPU")) > 1:
         return tf.distribute.MirroredStrategy()
     return tf.distribute.get_strategy()
+
+
+def _fix_keras_multi_worker() -> None:
+    """Make Keras 3's ``fit`` work under MultiWorkerMirroredStrategy (keras-team/keras#20585, open for Keras 3.15).
+
+    Two reductions in Keras' TensorFlow trainer fail when the strategy spans several workers: the first batch,
+    averaged across workers only to learn its shapes (a tuple of per-replica values it cannot reduce), and the
+    per-step logs, scalars averaged "along axis 0". This takes the shapes from the local replica and averages the
+    scalars over replicas, as MirroredStrategy's path does; tests/model/test_distributed.py checks the result
+    against a single-device run. Applied once, only when TF_CONFIG makes a multi-worker run.
+    """
+    from keras.src import tree
+    from keras.src.backend.tensorflow import trainer
+
+    if getattr(trainer, "_visionops_fixed", False):
+        return
+    multi_worker, reduce_per_replica = trainer._collective_all_reduce_multi_worker, trainer.reduce_per_replica
+    symbolic_build = trainer.TensorFlowTrainer._maybe_symbolic_build
+
+    def reduce_logs(values: object, strategy: tf.distribute.Strategy, reduction: str) -> object:
+        if reduction == "auto" and multi_worker(strategy):
+            return tree.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None), values)
+        return reduce_per_replica(values, strategy, reduction)
+
+    def build_from_local_batch(self: keras.Model, iterator: object = None, data_batch: object = None) -> None:
+        strategy = self.distribute_strategy
+        if iterator is not None and multi_worker(strategy):
+            _, _, batches = next(iter(iterator))
+            data_batch = tree.map_structure(lambda v: strategy.experimental_local_results(v)[0], next(batches))
+            iterator = None
+        return symbolic_build(self, iterator=iterator, data_batch=data_batch)
+
+    trainer.reduce_per_replica, trainer._visionops_fixed = reduce_logs, True
+    trainer.TensorFlowTrainer._maybe_symbolic_build = build_from_local_batch
+
+
+def _split_cpu(devices: list[str]) -> None:
+    """Make as many logical CPU devices as ``devices`` names (a no-op when none or one is a CPU)."""
+    wanted = sum("CPU" in d.upper() for d in devices)
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    current = tf.config.get_logical_device_configuration(cpu) or []
+    if wanted <= max(1, len(current)):
+        return
+    try:
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * wanted)
+    except RuntimeError:
+        raise ConfigError(
+            f"{DEVICES_ENV}={','.join(devices)}: TensorFlow is already initialised, so the CPU cannot be split into "
+            f"{wanted} logical devices any more. Set {DEVICES_ENV} before the process starts."
+        ) from None
+
+
+def _strategy_name(strategy: tf.distribute.Strategy) -> str:
+    # (TensorFlow's class behind MultiWorkerMirroredStrategy is named CollectiveAllReduceStrategy: use public names.)
+    names = {"MultiWorkerMirroredStrategy": tf.distribute.MultiWorkerMirroredStrategy,
+             "MirroredStrategy": tf.distribute.MirroredStrategy}  # fmt: skip
+    return next((name for name, cls in names.items() if isinstance(strategy, cls)), "default")
+
+
+def strategy_info(strategy: tf.distribute.Strategy) -> dict:
+    """Strategy name, replica and worker counts, this worker's index, and whether it is the chief (which writes)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    task_type = getattr(resolver, "task_type", None)
+    workers, chief, index = 1, True, 0
+    if task_type:
+        index = resolver.task_id or 0
+        cluster = resolver.cluster_spec().as_dict()
+        workers = sum(len(cluster.get(kind, [])) for kind in ("chief", "worker"))
+        # TensorFlow's convention: the "chief" task, or worker 0 when the cluster names no chief.
+        chief = task_type == "chief" or (task_type == "worker" and resolver.task_id == 0 and "chief" not in cluster)
+    return {"strategy": _strategy_name(strategy), "replicas": strategy.num_replicas_in_sync, "workers": workers,
+            "chief": chief, "worker_index": index}  # fmt: skip
 
 
 def configure_precision() -> dict[str, bool]:
@@ -171,13 +269,13 @@ def load_model(path: Path) -> keras.Model:
     """Load a saved model with Keras safe_mode: a file carrying code (Lambda layers) is refused.
 
     Raises:
-        ValueError: the file holds arbitrary code; the message says why it is refused.
+        UnsafeModelError: the file holds arbitrary code; the message says why it is refused.
     """
     try:
         return keras.saving.load_model(path, safe_mode=True, compile=False)
     except ValueError as err:
         if "safe_mode" in str(err) or "Lambda" in str(err):
-            raise ValueError(
+            raise UnsafeModelError(
                 f"{path}: refused to load, it carries Python code (a Lambda layer) that could run anything. "
                 "Only load models you trust, re-saved without Lambda layers."
             ) from None
