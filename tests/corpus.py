@@ -74,6 +74,41 @@ BAD_KINDS: dict[str, tuple[str, Callable[[], bytes], str, str | None]] = {
 }  # fmt: skip
 
 
+def animated(fmt: str, frames: int = 3) -> bytes:
+    """A multi-frame (animated) image in ``fmt`` (WEBP, PNG as APNG, GIF): frames of different colours."""
+    images = [Image.new("RGB", (48, 48), colour) for colour in ("red", "green", "blue")[:frames]]
+    return _pil(images[0], fmt, save_all=True, append_images=images[1:])
+
+
+def corrupt_png() -> bytes:
+    """A PNG whose compressed pixel data was overwritten: the header is fine, decoding fails."""
+    gradient = np.tile(np.arange(64, dtype=np.uint8), (64, 1))  # compressible: random pixels get stored raw
+    data = bytearray(_pil(Image.fromarray(gradient), "PNG"))
+    at = data.index(b"IDAT")
+    length = struct.unpack(">I", data[at - 4 : at])[0]
+    data[at + 4 : at + 4 + length] = b"\xff" * length  # not zlib any more; chunk length unchanged
+    return bytes(data)
+
+
+# More kinds in the same shape as BAD_KINDS, used by tests/reliability/test_bad_inputs.py.
+MORE_KINDS: dict[str, tuple[str, Callable[[], bytes], str, str | None]] = {
+    "animated_webp": ("cat/anim.webp", lambda: animated("WEBP"), "quarantined", "animated"),
+    "animated_png": ("cat/anim_apng.png", lambda: animated("PNG"), "quarantined", "animated"),
+    "upper_case_ext": ("cat/UPPER.JPG", lambda: good_jpeg(13), "ok", None),
+    "mixed_case_ext": ("cat/Mixed.Png", lambda: _pil(Image.fromarray(_rgb(14)), "PNG"), "ok", None),
+    "class_folder_is_file": ("horse", lambda: good_jpeg(15), "quarantined", "not_in_class_folder"),
+    "corrupt_png": ("cat/corrupt.png", corrupt_png, "quarantined", "corrupt"),
+    "jpeg_header_only": ("cat/header_only.jpg", lambda: good_jpeg(16)[:200], "quarantined", "corrupt"),
+    "elongated": ("cat/strip.png", lambda: _pil(Image.new("RGB", (2000, 8), "blue"), "PNG"), "quarantined",
+                  "too_small"),
+    "tiff_not_allowed": ("cat/scan.tif", lambda: _pil(Image.fromarray(_rgb(17)), "TIFF"), "quarantined",
+                         "format_not_allowed"),
+    "html_as_png": ("cat/page.png", lambda: b"<!doctype html><html><body>404</body></html>", "quarantined",
+                    "not_an_image"),
+    "hidden_dot_file": ("cat/.secret.jpg", lambda: good_jpeg(18), "ignored", None),
+}  # fmt: skip
+
+
 def write(root: Path, rel: str, data: bytes) -> Path:
     """Write ``data`` at ``root/rel``, creating folders."""
     path = root / rel
@@ -86,6 +121,16 @@ def good_class(root: Path, label: str, n: int, start: int = 0, size: int = 48) -
     """Write ``n`` distinct valid JPEGs into ``root/label/``."""
     shape = list(SHAPES)[sum(map(ord, label)) % len(SHAPES)]
     return [write(root, f"{label}/img_{i:03d}.jpg", good_jpeg(1000 + i, size, shape)) for i in range(start, start + n)]
+
+
+def tree_hash(root: Path) -> str:
+    """One SHA-256 over :func:`tree_digest`: paths, bytes and symlink targets of everything under ``root``."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for rel, content in tree_digest(root).items():
+        digest.update(rel.encode("utf-8", "surrogateescape") + b"\0" + hashlib.sha256(content).digest())
+    return digest.hexdigest()
 
 
 def tree_digest(root: Path) -> dict[str, bytes]:

@@ -55,8 +55,8 @@ def build_augment(steps: Sequence[AugmentStep], task: str, seed: int) -> A.Compo
         cls = getattr(A, step.name, None)
         if step.name not in known or cls is None:
             close = difflib.get_close_matches(step.name, known, n=3)
-            hint = f" Did you mean {', '.join(close)}?" if close else ""
-            raise ConfigError(f"params.yaml: {where}: unknown albumentations transform.{hint}")
+            hint = f" Did you mean {', '.join(close)}?" if close else " See the albumentations docs for the names."
+            raise ConfigError(f"params.yaml: augment[{i}].name: unknown albumentations transform '{step.name}'.{hint}")
         if task == "orientation" and is_geometric(cls):
             raise ConfigError(
                 f"params.yaml: {where}: a geometric transform is refused for train.task=orientation, because it "

@@ -8,6 +8,7 @@ import json
 import logging
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -67,8 +68,30 @@ def _user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
         except (UserError, FileNotFoundError, FileExistsError) as exc:
             err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
             raise typer.Exit(1) from None
+        except OSError as exc:  # permissions, a full disk, a path through a file: the OS names the path
+            err.print(f"[bold red]error:[/] {exc}. Check that this user can write there and the disk has room.",
+                      highlight=False, markup=True, soft_wrap=True)  # fmt: skip
+            raise typer.Exit(1) from None
 
     return wrapper
+
+
+def _writable(folder: Path) -> Path:
+    """Create ``folder`` and prove this user can write in it, before a stage spends minutes on work it cannot save.
+
+    Raises:
+        UserError: the folder cannot be created or written; the message names it and says how to fix it.
+    """
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise UserError(
+            f"cannot write to the output folder {folder}: {exc.strerror or exc}. Make it writable for this user "
+            "(or remove what blocks it), or choose another folder with --out."
+        ) from None
+    return folder
 
 
 @app.command("sample-data")
@@ -95,6 +118,7 @@ def validate(
     workers: Annotated[int | None, typer.Option(help="Reader threads; default: all cores.")] = None,
 ) -> None:
     """Scan data/, run the Great Expectations suites, quarantine bad files, write the manifest and Data Docs."""
+    _writable(out_dir)  # before the slow imports and the scan
     from visionops.validate import validate as run
 
     report = run(data, load_params(params).validate_, out_dir, workers=workers)
@@ -118,7 +142,7 @@ def split(
     """Split the usable images into train / val / test lists by a seeded hash of their content."""
     from visionops.split import split as run
 
-    report = run(manifest, load_params(params).split, out_dir)
+    report = run(manifest, load_params(params).split, _writable(out_dir))
     out.print(f"split: {json.dumps(report['totals'])} (split_id {report['split_id'][:12]})")
     _warn(report["warnings"])
 
@@ -147,7 +171,9 @@ def train(
     from visionops import tracking
 
     settings = load_params(params)
-    client = tracking.connect()  # fail fast, before any training (or TensorFlow import), when the server is down
+    _writable(out_dir)
+    # Fail fast, before any training (or TensorFlow import), when the server is down: nothing is lost.
+    client = tracking.connect(consequence="nothing was trained: rerun `visionops train` once it answers")
     from visionops.train import read_split, resume_dir
     from visionops.train import train as run
 
@@ -184,6 +210,7 @@ def evaluate(
     out_dir: OutOpt = Path("artifacts/evaluate"),
 ) -> None:
     """Score the model on the test split (and evaluate.holdout_dir) and log the results into the training run."""
+    _writable(out_dir)  # before TensorFlow is imported
     from visionops import tracking
     from visionops.evaluate import evaluate as run
     from visionops.model import is_model_uri
@@ -207,7 +234,7 @@ def log_run(
     from visionops import tracking
 
     info = tracking.read_run_file(artifacts / "train" / "run.json")
-    client = tracking.connect()
+    client = tracking.connect(consequence="the results stay under artifacts/: rerun `visionops log-run` later")
     try:
         tags = client.get_run(info["run_id"]).data.tags
     except Exception:  # noqa: BLE001 - MlflowException or a transport error: say where the run was
@@ -240,7 +267,7 @@ def promote(
     from visionops.promote import promote as run
 
     r = run(load_params(params), artifacts / "train" / "run.json", artifacts / "evaluate", data,
-            artifacts / "split", out_dir)  # fmt: skip
+            artifacts / "split", _writable(out_dir))  # fmt: skip
     colour = {"promoted": "green", "kept": "yellow", "rejected": "red"}[r["decision"]]
     again = " (decided earlier)" if r["already_decided"] else ""
     out.print(f"promote: {r['registered_model']} v{r['version']} [{colour}]{r['decision']}[/]{again}: {r['reason']}")

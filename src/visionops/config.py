@@ -7,6 +7,7 @@ the run with a message naming the key, instead of silently running with the defa
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -14,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from visionops.errors import UserError
-from visionops.files import write_json
+from visionops.files import climbs_out, write_json
 
 ImageFormat = Literal["JPEG", "PNG", "BMP", "WEBP", "TIFF", "GIF"]
 
@@ -25,6 +26,16 @@ class ConfigError(UserError, ValueError):
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _no_climbing(value: str | None, what: str) -> str | None:
+    """Refuse a relative path that climbs out of the project with ``..``; absolute paths are the explicit way out."""
+    if value is not None and climbs_out(value):
+        raise ValueError(
+            f"'{value}' climbs out of the project with '..'. Put the {what} inside the project, or give its "
+            "absolute path if it really lives elsewhere"
+        )
+    return value
 
 
 class ValidateParams(_Section):
@@ -50,6 +61,10 @@ class ValidateParams(_Section):
                 raise ValueError("list at least two classes, or null to take them from the folders")
             if len(set(value)) != len(value):
                 raise ValueError(f"classes must be unique, got {value}")
+            for name in value:
+                # A class is one folder directly under data/: a path here would read (or report) outside it.
+                if not name or name in (".", "..") or name.startswith(".") or any(c in name for c in "/\\"):
+                    raise ValueError(f"'{name}' is not a folder name of data/: use plain names such as 'cat'")
         return value
 
 
@@ -76,6 +91,10 @@ VARIANT_SIZES = {
     "EfficientNetV2S": 384, "EfficientNetV2M": 480, "EfficientNetV2L": 480,
 }  # fmt: skip
 Variant = Literal[tuple(VARIANT_SIZES)]  # type: ignore[valid-type]
+# Keras builds EfficientNet at any side >= 32, but every variant's published size is a multiple of 4 (224, 240,
+# 260, 300, 380, 456, 528, 600, 384, 480): the stem and first stride-2 stage then divide evenly, with no
+# one-sided 'same' padding at the highest resolution. Other values are almost always typos (225, 299).
+SIZE_STEP = 4
 
 
 class StageParams(_Section):
@@ -111,7 +130,9 @@ class TrainParams(_Section):
 
     task: Literal["classification", "orientation"] = "classification"
     model: Variant = "EfficientNetB0"
-    image_size: int | None = Field(default=None, ge=32, le=1024, description="null: the variant's default size.")
+    image_size: int | None = Field(
+        default=None, ge=32, le=1024, description=f"null: the variant's default size; else a multiple of {SIZE_STEP}."
+    )
     weights: str | None = Field(default="imagenet", description="'imagenet', a local weights file, or null.")
     weights_fallback: Literal["stop", "random"] = Field(
         default="stop", description="When ImageNet weights cannot be fetched: stop, or train from random init."
@@ -138,6 +159,15 @@ class TrainParams(_Section):
     def _weights(cls, value: str | None) -> str | None:
         if value is not None and not value.strip():
             raise ValueError("use 'imagenet', a path to a weights file, or null")
+        return _no_climbing(value, "weights file")
+
+    @field_validator("image_size")
+    @classmethod
+    def _size_step(cls, value: int | None) -> int | None:
+        if value is not None and value % SIZE_STEP:
+            low = value - value % SIZE_STEP
+            options = " or ".join(str(v) for v in (low, low + SIZE_STEP) if 32 <= v <= 1024)
+            raise ValueError(f"{value} is not a multiple of {SIZE_STEP} (EfficientNet input sides): use {options}")
         return value
 
 
@@ -163,6 +193,11 @@ class EvaluateParams(_Section):
     calibration_bins: int = Field(default=10, ge=2, le=100)
     batch_size: int = Field(default=64, ge=1)
     holdout_dir: str | None = Field(default=None, description="An extra class-per-folder set scored the same way.")
+
+    @field_validator("holdout_dir")
+    @classmethod
+    def _holdout_inside(cls, value: str | None) -> str | None:
+        return _no_climbing(value, "hold-out folder")
 
 
 class TrackingParams(_Section):
@@ -223,17 +258,26 @@ def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
     return [f.alias or n for n, f in model.model_fields.items()]
 
 
+def _did_you_mean(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1)
+    return f" Did you mean '{close[0]}'?" if close else ""
+
+
 def _describe(err: ValidationError, source: str) -> str:
     lines = [f"{source}: invalid parameters"]
     for item in err.errors():
         key = ".".join(str(p) for p in item["loc"]) or "<top level>"
         if item["type"] == "extra_forbidden":
             allowed = _allowed_keys(item["loc"])
-            close = difflib.get_close_matches(str(item["loc"][-1]), allowed, n=1)
-            hint = f" Did you mean '{close[0]}'?" if close else ""
+            hint = _did_you_mean(str(item["loc"][-1]), allowed)
             lines.append(f"  - {key}: unknown key.{hint} Allowed here: {', '.join(allowed)}.")
         else:
-            lines.append(f"  - {key}: {item['msg']} (got {item.get('input')!r}).")
+            hint = ""
+            if item["type"] == "literal_error" and isinstance(item.get("input"), str):
+                hint = _did_you_mean(item["input"], re.findall(r"'([^']*)'", item["ctx"]["expected"]))
+            message = item["msg"].removeprefix("Value error, ")
+            lines.append(f"  - {key}: {message} (got {item.get('input')!r}).{hint}")
+    lines.append(f"Fix the key(s) above in {source}; its comments list the allowed values.")
     return "\n".join(lines)
 
 
@@ -267,10 +311,25 @@ def load_params(path: Path | str = "params.yaml") -> Params:
     except FileNotFoundError:
         raise ConfigError(f"{path}: not found. Run from the project root, or pass --params PATH.") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        raise ConfigError(f"{path}: not valid YAML: {err}\nFix the file at the line shown.") from None
     return parse_params(raw, source=str(path))
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping: plain YAML keeps the last one silently."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key '{key}' is given twice in the same section; keep one", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep)
 
 
 def save_resolved(section: BaseModel | dict[str, Any], out_dir: Path) -> Path:

@@ -1,4 +1,4 @@
-"""Small file helpers shared by every stage: atomic writes, hashing, stable JSON."""
+"""Small file helpers shared by every stage: atomic writes, hashing, stable JSON, path containment."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from visionops.errors import UserError
 
 _CHUNK = 1 << 20
 
@@ -68,3 +70,50 @@ def dump_json(obj: Any) -> str:
 def write_json(path: Path, obj: Any) -> None:
     """Atomically write ``obj`` as stable JSON to ``path``."""
     atomic_write_text(path, dump_json(obj))
+
+
+class PathEscapeError(UserError, ValueError):
+    """A path from data/, params.yaml or a manifest leads outside the folder it must stay in."""
+
+
+def is_inside(path: Path | str, root: Path | str) -> bool:
+    """True when ``path``, with every symlink and ``..`` resolved, lies within the resolved ``root``."""
+    try:
+        Path(os.path.realpath(path)).relative_to(os.path.realpath(root))
+    except ValueError:
+        return False
+    return True
+
+
+def inside(root: Path | str, path: Path | str, key: str) -> Path:
+    """Resolve ``path`` against ``root`` and insist that it stays within ``root``: no absolute path, no ``..``
+    climbing out, no symlink leading out.
+
+    Every caller that turns a user-supplied path (a params value, a manifest row) into a file to read goes
+    through here, so a ``..`` or a symlink cannot lead a stage outside the project or data/.
+
+    Args:
+        root: the folder the path must stay in (data/, or the project root).
+        path: the user's path, relative to ``root``.
+        key: where the path came from (``train.weights``, ``manifest.csv row 3``), named in the error.
+
+    Returns:
+        The resolved path.
+
+    Raises:
+        PathEscapeError: the path is absolute, climbs out with ``..``, or resolves outside ``root``.
+    """
+    target = Path(root) / path
+    if os.path.isabs(path) or climbs_out(str(path)) or not is_inside(target, root):
+        raise PathEscapeError(
+            f"{key}: '{path}' leads outside {root}/ (to {os.path.realpath(target)}). Paths there are relative to "
+            f"{root}/ and stay inside it: copy the file into {root}/ instead of linking or pointing to it."
+        )
+    return Path(os.path.realpath(target))
+
+
+def climbs_out(path: str) -> bool:
+    """True for a relative path whose ``..`` parts climb above its starting folder (``../x``, ``a/../../x``)."""
+    if os.path.isabs(path):
+        return False
+    return os.path.normpath(path).split(os.sep)[0] == ".."

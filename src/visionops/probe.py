@@ -14,7 +14,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from visionops.files import sha256_bytes
+from visionops.files import is_inside, sha256_bytes
 
 # Our own max_pixels check (below) runs on the header before any decode; PIL's global guard would
 # otherwise raise on open for large-but-allowed images and hide the header facts we want to report.
@@ -28,6 +28,10 @@ _ROTATED_EXIF = {5, 6, 7, 8}  # EXIF orientations that swap width and height
 _HIDDEN = ("Thumbs.db", "desktop.ini")
 _EXTENSIONS = {"JPEG": ("jpg", "jpeg", "jpe", "jfif"), "PNG": ("png",), "BMP": ("bmp", "dib"), "WEBP": ("webp",),
                "TIFF": ("tif", "tiff"), "GIF": ("gif",)}  # fmt: skip
+
+
+class _Animated(Exception):
+    """Raised inside the probe for a multi-frame image; becomes the file's ``animated`` quarantine reason."""
 
 
 @dataclass
@@ -59,11 +63,16 @@ def is_hidden(rel: Path) -> bool:
     return any(part.startswith(".") for part in rel.parts) or rel.name in _HIDDEN
 
 
-def inside(path: Path, root: Path) -> bool:
-    """True when ``path``, with every symlink resolved, lies within the resolved ``root``."""
+def shown(rel: Path) -> str:
+    """``rel`` as manifest text: a name that is not valid UTF-8 gets ``\\xNN`` escapes, so the CSV can hold it."""
+    return os.fsencode(rel.as_posix()).decode("utf-8", "backslashreplace")
+
+
+def utf8_name(rel: Path) -> bool:
+    """False for a file or folder name holding bytes that are not UTF-8 (e.g. Latin-1 names from old archives)."""
     try:
-        Path(os.path.realpath(path)).relative_to(os.path.realpath(root))
-    except ValueError:
+        rel.as_posix().encode("utf-8")
+    except UnicodeEncodeError:
         return False
     return True
 
@@ -79,15 +88,23 @@ def probe_file(path: Path, root: Path, max_pixels: int) -> FileFacts:
         max_pixels: images whose header claims more pixels are not decoded.
     """
     rel = path.relative_to(root)
-    facts = FileFacts(path=rel.as_posix(), label=rel.parts[0] if len(rel.parts) > 1 else None)
+    facts = FileFacts(path=shown(rel), label=shown(Path(rel.parts[0])) if len(rel.parts) > 1 else None)
     if is_hidden(rel):
         facts.ignored = "hidden or system file"
         return facts
     if not facts.label:
-        facts.error = "not_in_class_folder: move it into data/<class>/"
+        facts.error = (
+            f"not_in_class_folder: data/{facts.path} is a file, not a class folder; move it into data/<class>/"
+        )
         return facts
-    if not inside(path, root):
+    if not utf8_name(rel):
+        facts.error = "bad_filename: the name is not valid UTF-8 (shown with \\x escapes); rename it, e.g. convmv"
+        return facts
+    if not is_inside(path, root):
         facts.error = f"symlink_outside_data: points to {os.readlink(path)}; not read. Copy the file into data/"
+        return facts
+    if path.is_symlink() and not path.exists():
+        facts.error = f"broken_symlink: points to {os.readlink(path)}, which does not exist; fix or remove the link"
         return facts
     try:
         data = path.read_bytes()
@@ -102,6 +119,8 @@ def probe_file(path: Path, root: Path, max_pixels: int) -> FileFacts:
         _inspect(io.BytesIO(data), facts, max_pixels)
     except UnidentifiedImageError:
         facts.error = "not_an_image: the content is no known image format; remove it from data/"
+    except _Animated as err:
+        facts.error = str(err)
     except Exception as err:  # noqa: BLE001 - any decoder failure means the file is unusable
         facts.error = f"corrupt: cannot decode ({err}); re-export or remove it"
     if facts.format and path.suffix.lower().lstrip(".") not in _EXTENSIONS.get(facts.format, ()):
@@ -113,20 +132,25 @@ def _inspect(stream: io.BytesIO, facts: FileFacts, max_pixels: int) -> None:
     with Image.open(stream) as im:
         facts.format, facts.mode = im.format, im.mode
         width, height = im.size
+        has_alpha = im.mode == "P" and "transparency" in im.info
+        facts.channels = 4 if has_alpha else _CHANNELS.get(im.mode, len(im.getbands()))
+        facts.bit_depth = 16 if im.mode.startswith("I;16") else _BITS.get(im.mode, 8)
+        facts.width, facts.height = width, height
+        if width * height > max_pixels:
+            # Too many pixels: leave it undecoded (the suite quarantines it). Nothing below may run first:
+            # Pillow decodes a whole PNG just to read its EXIF, and seeks through every frame to count them.
+            return
+        frames = getattr(im, "n_frames", 1)
+        if frames > 1:  # training would silently see the first frame only: not what the label describes
+            raise _Animated(f"animated: {frames} frames; export the one frame that shows the label as a still image")
+        if im.format == "JPEG":
+            # Decode at 1/8 scale: every entropy-coded byte is still read (truncation is caught), the
+            # inverse DCT and colour conversion mostly skipped, several times faster.
+            im.draft(None, (max(1, width // 8), max(1, height // 8)))
+        im.load()  # before EXIF: a decoding error must surface here, not be swallowed with a broken EXIF block
         try:
             facts.exif_orientation = int(im.getexif().get(0x0112, 1))
         except Exception:  # noqa: BLE001 - a broken EXIF block is not a broken image
             facts.exif_orientation = None
         if facts.exif_orientation in _ROTATED_EXIF:
-            width, height = height, width
-        facts.width, facts.height = width, height
-        has_alpha = im.mode == "P" and "transparency" in im.info
-        facts.channels = 4 if has_alpha else _CHANNELS.get(im.mode, len(im.getbands()))
-        facts.bit_depth = 16 if im.mode.startswith("I;16") else _BITS.get(im.mode, 8)
-        if width * height > max_pixels:
-            return  # too many pixels: leave it undecoded; the suite quarantines it
-        if im.format == "JPEG":
-            # Decode at 1/8 scale: every entropy-coded byte is still read (truncation is caught), the
-            # inverse DCT and colour conversion mostly skipped, several times faster.
-            im.draft(None, (max(1, width // 8), max(1, height // 8)))
-        im.load()
+            facts.width, facts.height = height, width

@@ -95,7 +95,7 @@ def promote(params: Params, run_file: Path, eval_dir: Path, data_dir: Path, spli
     if not isinstance(metrics.get(p.metric), int | float):
         numeric = sorted(k for k, v in metrics.items() if isinstance(v, int | float) and k != "examples")
         raise ConfigError(f"promote.metric: {p.metric!r} is not in {eval_dir}/metrics.json; use one of {numeric}")
-    client = tracking.connect()
+    client = tracking.connect(consequence="nothing was registered: rerun `visionops promote` once it answers")
     run_id = tracking.read_run_file(run_file)["run_id"]
     run_tags = tracking.run_tags(client, run_id)
     if tracking.MODEL_URI_TAG not in run_tags:

@@ -19,7 +19,7 @@ import pandas as pd
 
 from visionops.config import SplitParams, save_resolved
 from visionops.errors import UserError
-from visionops.files import atomic_write_text, sha256_bytes, write_json
+from visionops.files import atomic_write_text, inside, sha256_bytes, write_json
 
 SPLITS = ("train", "val", "test")
 LIST_COLUMNS = ["path", "label", "sha256"]
@@ -48,26 +48,49 @@ def assign(manifest: pd.DataFrame, params: SplitParams) -> pd.Series:
     return side
 
 
-def split(manifest_csv: Path, params: SplitParams, out_dir: Path) -> dict:
+def check_rows(usable: pd.DataFrame, manifest_csv: Path, data_dir: Path) -> None:
+    """Refuse manifest rows whose path leaves ``data_dir`` or whose label is not the path's class folder.
+
+    validate never writes such rows; a hand-edited or foreign manifest could, and train would then read
+    ``data/../../anything``. Checking here keeps every later stage, which reads the split lists, inside data/.
+
+    Raises:
+        PathEscapeError: a path is absolute, climbs out with ``..`` or resolves outside ``data_dir``.
+        SplitError: a label is not the first folder of its path.
+    """
+    for index, row in usable.iterrows():
+        where = f"{manifest_csv} row {index + 1}"  # data rows counted from 1, as a spreadsheet shows them
+        inside(data_dir, row["path"], f"{where} (path)")
+        if row["path"].split("/")[0] != row["label"] or row["label"] in ("", ".", ".."):
+            raise SplitError(
+                f"{where}: label '{row['label']}' is not the class folder of '{row['path']}'. "
+                "Do not edit the manifest by hand: re-run `visionops validate` to rebuild it."
+            )
+
+
+def split(manifest_csv: Path, params: SplitParams, out_dir: Path, data_dir: Path = Path("data")) -> dict:
     """Run the split stage over the usable rows of the validate stage's manifest.
 
     Args:
         manifest_csv: ``artifacts/validate/manifest.csv``.
         params: the ``split`` section of params.yaml.
         out_dir: where train.csv, val.csv, test.csv, split.json and params.json go.
+        data_dir: the folder the manifest's paths are relative to; no row may lead outside it.
 
     Returns:
         The content of split.json: counts per split and class, a hash of each list, warnings.
 
     Raises:
         FileNotFoundError: the manifest is missing (run validate first).
-        SplitError: a class would have no training image.
+        SplitError: a class would have no training image, or a row's label does not match its path.
+        PathEscapeError: a row's path leads outside ``data_dir``.
     """
     manifest_csv, out_dir = Path(manifest_csv), Path(out_dir)
     if not manifest_csv.is_file():
         raise FileNotFoundError(f"{manifest_csv} not found: run the validate stage first (`dvc repro validate`).")
     manifest = pd.read_csv(manifest_csv, dtype=str, keep_default_na=False)
     usable = manifest[manifest["status"] == "ok"][LIST_COLUMNS].sort_values("path", ignore_index=True)
+    check_rows(manifest[manifest["status"] == "ok"], manifest_csv, Path(data_dir))
     usable["side"] = assign(usable, params)
 
     counts = {s: usable[usable["side"] == s].groupby("label").size().to_dict() for s in SPLITS}

@@ -29,6 +29,7 @@ from mlflow.types import Schema, TensorSpec
 
 from visionops.config import Params, TrainParams
 from visionops.errors import UserError
+from visionops.files import atomic_write_text
 
 # MLflow retries a failed request 7 times with exponential backoff (minutes in all) before giving up; the stages
 # save everything locally first, so a few quick retries are enough and an outage costs seconds, not minutes.
@@ -63,8 +64,15 @@ def tracking_uri(root: Path | None = None) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or project_store(root)
 
 
-def connect(root: Path | None = None) -> MlflowClient:
+def connect(root: Path | None = None, consequence: str = "nothing was changed") -> MlflowClient:
     """Point MLflow at the tracking URI and check that a server answers, before any work starts.
+
+    One /health request with a 10 s timeout, no retries: a refused connection fails in well under a second,
+    instead of after MLflow's retries, and before the caller imports TensorFlow or trains anything.
+
+    Args:
+        root: where to look for the project (its own store); default: the working directory.
+        consequence: what the failure means for the caller's work, appended to the message.
 
     Raises:
         TrackingUnavailable: an http(s) server does not answer its /health endpoint within 10 s.
@@ -77,8 +85,9 @@ def connect(root: Path | None = None) -> MlflowClient:
                 response.read()
         except OSError as err:
             raise TrackingUnavailable(
-                f"MLflow tracking server {uri} (MLFLOW_TRACKING_URI) is unreachable: {err}. Start it, or unset "
-                "MLFLOW_TRACKING_URI to use the project's own store; nothing was trained."
+                f"MLflow tracking server {uri} (set by MLFLOW_TRACKING_URI) is unreachable: "
+                f"{getattr(err, 'reason', err)}. Start it (or fix the URI), or unset MLFLOW_TRACKING_URI to use the "
+                f"project's own store ({project_store(root)}); {consequence}."
             ) from None
     return MlflowClient(uri)
 
@@ -146,8 +155,7 @@ def start_run(
             run = previous
     if run is None:
         run = client.create_run(experiment_id(client, experiment), run_name=run_name, tags=tags)
-        resume_file.parent.mkdir(parents=True, exist_ok=True)
-        resume_file.write_text(run.info.run_id)
+        atomic_write_text(resume_file, run.info.run_id)  # a kill mid-write must not leave an empty run id
     return {"run_id": run.info.run_id, "run_name": run.info.run_name, "experiment_id": run.info.experiment_id,
             "tracking_uri": client.tracking_uri}  # fmt: skip
 
@@ -230,7 +238,9 @@ def log_training(
 
         model, _ = load_trained(train_dir)
     tags.update({"weights.used": weights["used"], "weights.requested": str(weights["requested"]),
-                 "task": info["task"], "model": info["model"], "device.gpu": str(info["gpu"]).lower()})  # fmt: skip
+                 "task": info["task"], "model": info["model"], "device.gpu": str(info["gpu"]).lower(),
+                 "device.strategy": info.get("strategy", "default"),
+                 "device.replicas": str(info.get("replicas", 1))})  # fmt: skip
     client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
     files = {root / "params.yaml": "config", root / "dvc.lock": "config", split_dir / "split.json": "split",
              artifacts / "validate" / "summary.json": "validation"}  # fmt: skip

@@ -25,8 +25,8 @@ from rich.progress import Progress
 from visionops.config import ValidateParams, save_resolved
 from visionops.errors import UserError
 from visionops.expectations import Failure, classes_suite, files_suite, run_suites
-from visionops.files import atomic_write_text, write_json
-from visionops.probe import FileFacts, inside, is_hidden, probe_file
+from visionops.files import atomic_write_text, is_inside, write_json
+from visionops.probe import FileFacts, is_hidden, probe_file, shown
 
 MANIFEST_COLUMNS = ["path", "label", "sha256", "bytes", "format", "width", "height", "channels", "mode",
                     "bit_depth", "exif_orientation", "status", "reason", "note"]  # fmt: skip
@@ -61,8 +61,9 @@ def list_files(root: Path) -> tuple[list[Path], list[FileFacts], list[str]]:
             sub = here / name
             if sub.is_symlink():
                 rel = sub.relative_to(root)
-                where = "inside" if inside(sub, root) else "outside"
-                facts = FileFacts(path=rel.as_posix() + "/", label=rel.parts[0] if len(rel.parts) > 1 else None)
+                where = "inside" if is_inside(sub, root) else "outside"
+                label = shown(Path(rel.parts[0])) if len(rel.parts) > 1 else None
+                facts = FileFacts(path=shown(rel) + "/", label=label)
                 if where == "inside" or is_hidden(rel):
                     facts.ignored = f"symlinked folder {where} data/: not followed"
                 else:
@@ -73,7 +74,7 @@ def list_files(root: Path) -> tuple[list[Path], list[FileFacts], list[str]]:
     for entry in sorted(root.iterdir()):
         visible = entry.is_dir() and not entry.is_symlink() and not is_hidden(entry.relative_to(root))
         if visible and not any(f.is_file() and not is_hidden(f.relative_to(root)) for f in entry.rglob("*")):
-            empty.append(entry.name)
+            empty.append(shown(Path(entry.name)))
     return files, folder_links, empty
 
 

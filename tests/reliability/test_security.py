@@ -1,0 +1,210 @@
+"""Security: paths stay inside the project, models carrying code are refused, secrets never reach MLflow,
+servers bind 127.0.0.1, and the team tracking server's basic auth really refuses strangers.
+
+Everything runs against real components on 127.0.0.1: a real `mlflow server`, the real `visionops` CLI.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from corpus import good_jpeg, write
+from helpers import MlflowServer, cli, free_port, run, stop_group, tool_env, wait_until_up
+
+from visionops.config import ConfigError, parse_params
+from visionops.files import PathEscapeError, inside
+
+CANARIES = {  # where credentials enter: the environment, and nowhere else
+    "AWS_ACCESS_KEY_ID": "CANARYAKIA0000000001",
+    "AWS_SECRET_ACCESS_KEY": "canary-aws-secret-3f9d1c",
+    "MLFLOW_TRACKING_PASSWORD": "canary-mlflow-password-71ac",
+    "MLFLOW_TRACKING_TOKEN": "canary-mlflow-token-5d0f",
+    "PREFECT_API_KEY": "canary-prefect-key-a4e9",
+    "GITHUB_TOKEN": "canary-github-token-c2b7",
+    "HF_TOKEN": "canary-hf-token-9e13",
+}
+
+
+def test_inside_refuses_every_way_out(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    write(root, "cat/a.jpg", b"x")
+    write(tmp_path, "outside/b.jpg", b"y")
+    os.symlink(tmp_path / "outside", root / "cat" / "link")
+    assert inside(root, "cat/a.jpg", "k") == (root / "cat/a.jpg").resolve()
+    for path in ("../outside/b.jpg", "cat/../../outside/b.jpg", str(tmp_path / "outside/b.jpg"), "cat/link/b.jpg"):
+        with pytest.raises(PathEscapeError) as info:
+            inside(root, path, "manifest.csv row 7 (path)")
+        assert str(info.value).startswith(f"manifest.csv row 7 (path): '{path}' leads outside")
+        assert "copy the file into" in str(info.value)
+
+
+def test_weights_outside_only_by_absolute_path(tmp_path: Path) -> None:
+    """A downloaded weights file elsewhere is legitimate when named explicitly; `..` traversal is not."""
+    absolute = str(tmp_path / "downloads" / "b0_notop.h5")
+    assert parse_params({"train": {"weights": absolute}}).train.weights == absolute
+    assert parse_params({"train": {"weights": "models/b0.h5"}}).train.weights == "models/b0.h5"
+    with pytest.raises(ConfigError, match=r"train\.weights: '\.\./downloads/b0\.h5' climbs out of the project"):
+        parse_params({"train": {"weights": "../downloads/b0.h5"}})
+
+
+def test_model_with_code_is_refused_by_loader_and_cli(tmp_path: Path) -> None:
+    import keras
+
+    from visionops.model import UnsafeModelError, load_model
+
+    inputs = keras.Input((8, 8, 3))
+    outputs = keras.layers.Lambda(lambda t: t * 2)(inputs)  # a Lambda layer: pickled Python code in the file
+    path = tmp_path / "model" / "model.keras"
+    path.parent.mkdir()
+    keras.Model(inputs, outputs).save(path)
+    (path.parent / "classes.json").write_text(json.dumps({"classes": ["a"], "task": "classification",
+                                                          "image_size": 8, "resize_side": 8}))  # fmt: skip
+    with pytest.raises(UnsafeModelError, match="refused to load, it carries Python code"):
+        load_model(path)
+    write(tmp_path, "images/a.jpg", good_jpeg(1))
+    proc = run(cli("predict", "images", "--model", str(path), "--out", "p.csv"), cwd=tmp_path, check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert f"{path}: refused to load, it carries Python code" in proc.stderr
+    assert not (tmp_path / "p.csv").exists()
+
+
+def _logged_stage_outputs(root: Path) -> Path:
+    """The files log_training reads, written as the train/split/validate stages write them, for a tiny model."""
+    import cv2
+
+    artifacts = root / "artifacts"
+    write(root, "params.yaml", b"train: {image_size: 32, weights: null}\n")
+    frame = pd.DataFrame({"path": ["cat/a.jpg", "dog/b.jpg"], "label": ["cat", "dog"], "sha256": ["a" * 64, "b" * 64]})
+    for side in ("train", "val", "test"):
+        write(artifacts, f"split/{side}.csv", frame.to_csv(index=False).encode())
+    write(artifacts, "split/split.json", json.dumps({"split_id": "c" * 64}).encode())
+    write(artifacts, "validate/summary.json", b"{}")
+    history = pd.DataFrame({"epoch": [0, 1], "stage": [1, 2], "loss": [1.0, 0.5]})
+    write(artifacts, "train/history.csv", history.to_csv(index=False).encode())
+    write(artifacts, "train/weights.json", json.dumps({"used": "random", "requested": None}).encode())
+    info = {"classes": ["cat", "dog"], "task": "classification", "image_size": 32, "resize_side": 36,
+            "model": "EfficientNetB0", "gpu": False}  # fmt: skip
+    write(artifacts, "train/classes.json", json.dumps(info).encode())
+    write(artifacts, "train/params.json", b"{}")
+    png = cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))[1].tobytes()
+    for name in ("augment_preview.png", "curves.png"):
+        write(artifacts, f"train/{name}", png)
+    metrics = {"accuracy": 0.5, "split_id": "c" * 64}
+    write(artifacts, "evaluate/metrics.json", json.dumps(metrics).encode())
+    for name in ("per_class.csv", "predictions.csv"):
+        write(artifacts, f"evaluate/{name}", b"label,value\ncat,1\n")
+    write(artifacts, "evaluate/confusion_matrix.png", png)
+    return artifacts
+
+
+class _AuthServer(MlflowServer):
+    """`mlflow server --app-name basic-auth`: the team server's setup (compose.yaml), on 127.0.0.1."""
+
+    def command(self) -> list[str]:
+        return [*super().command(), "--app-name", "basic-auth"]
+
+
+@pytest.fixture(scope="module")
+def auth_server(tmp_path_factory: pytest.TempPathFactory):
+    """A basic-auth tracking server (its admin password is the canary). Needs `mlflow[auth]` (Flask-WTF)."""
+    pytest.importorskip("flask_wtf", reason="mlflow's basic-auth app needs Flask-WTF (pip install 'mlflow[auth]')")
+    base = tmp_path_factory.mktemp("auth")
+    config = base / "auth.ini"
+    config.write_text(f"[mlflow]\ndefault_permission = READ\ndatabase_uri = sqlite:///{base / 'auth.db'}\n"
+                      "admin_username = admin\nauthorization_function = "
+                      "mlflow.server.auth:authenticate_request_basic_auth\n")  # fmt: skip
+    env = {
+        "MLFLOW_AUTH_CONFIG_PATH": str(config),
+        "MLFLOW_AUTH_ADMIN_PASSWORD": CANARIES["MLFLOW_TRACKING_PASSWORD"],
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": "tests-only-csrf-key",
+    }  # the auth app refuses to start without one
+    server = _AuthServer(base / "server", env=env).start()
+    yield server
+    server.stop()
+
+
+def _status(url: str, user: str | None = None, password: str | None = None) -> int:
+    request = urllib.request.Request(url)
+    if user:
+        request.add_header("Authorization", "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
+def test_basic_auth_refuses_strangers(auth_server: MlflowServer) -> None:
+    url = auth_server.uri + "/api/2.0/mlflow/experiments/search?max_results=1"
+    assert _status(url) == 401
+    assert _status(url, "admin", "wrong") == 401
+    assert _status(url, "admin", CANARIES["MLFLOW_TRACKING_PASSWORD"]) == 200
+
+
+def test_no_secret_reaches_mlflow(tmp_path: Path, mlflow_server: MlflowServer, monkeypatch) -> None:
+    """Canary credentials in the environment of a real logging run appear in no param, tag, metric or file."""
+    import keras
+    from mlflow import MlflowClient
+
+    from visionops import tracking
+    from visionops.config import load_params
+
+    for key, value in CANARIES.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")  # with the password: the client sends basic auth
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.uri)
+    root = tmp_path / "project"
+    artifacts = _logged_stage_outputs(root)
+    inputs = keras.Input((32, 32, 3))
+    model = keras.Model(
+        inputs, keras.layers.Dense(2, activation="softmax")(keras.layers.GlobalAveragePooling2D()(inputs))
+    )
+    client = tracking.connect(root)
+    run_id = tracking.start_run(client, "canary", "canary-run", {"stage": "train"}, root / "run_id")["run_id"]
+    tracking.log_training(client, run_id, load_params(root / "params.yaml"), root, artifacts, model)
+    tracking.log_evaluation(client, run_id, artifacts / "evaluate")
+
+    logged = MlflowClient(mlflow_server.uri).get_run(run_id).data
+    texts = [*logged.params, *logged.params.values(), *logged.tags, *logged.tags.values(), *logged.metrics]
+    assert len(logged.params) > 20 and "version.keras" in logged.tags, "the run must really have been logged"
+    stored = [p for p in mlflow_server.root.rglob("*") if p.is_file() and p.name != "server.log"]
+    assert any(p.suffix == ".keras" for p in stored) and any(p.name == "mlflow.db" for p in stored)
+    for secret in CANARIES.values():
+        assert not [t for t in texts if secret in t], secret
+        assert not [p for p in stored if secret.encode() in p.read_bytes()], secret
+
+
+def _listening(port: int) -> list[str]:
+    """Local addresses (hex, as /proc/net/tcp{,6} shows them) of sockets listening on ``port``."""
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.rsplit(":", 1)
+            if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                found.append(address)
+    return found
+
+
+def test_visionops_ui_listens_on_loopback_only(tmp_path: Path) -> None:
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    port = free_port()
+    env = tool_env()
+    env.pop("MLFLOW_TRACKING_URI", None)  # the project's own store: `ui` starts a server only then
+    proc = subprocess.Popen(cli("ui", "--port", str(port)), cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                            stderr=open(tmp_path / "ui.log", "wb"), start_new_session=True)  # noqa: SIM115  # fmt: skip
+    try:
+        wait_until_up(f"http://127.0.0.1:{port}/health", proc, tmp_path / "ui.log", 120, "visionops ui")
+        addresses = _listening(port)
+        assert addresses and set(addresses) == {"0100007F"}, addresses  # 127.0.0.1, little-endian hex
+    finally:
+        stop_group(proc)
