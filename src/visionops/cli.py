@@ -197,7 +197,7 @@ def train(
     last = result.history.iloc[-1].to_dict() if len(result.history) else {}
     out.print(f"train: {len(result.history)} epochs, weights {result.weights.used}, saved {result.model_path}")
     out.print("last epoch: " + ", ".join(f"{k}={v:.4f}" for k, v in last.items() if isinstance(v, float)))
-    out.print(f"MLflow run {name} ({run_id}) in {client.tracking_uri}")
+    out.print(f"MLflow run {name} ({run_id}) in {tracking.shown_uri(client.tracking_uri)}")
 
 
 @app.command()
@@ -239,8 +239,8 @@ def log_run(
         tags = client.get_run(info["run_id"]).data.tags
     except Exception:  # noqa: BLE001 - MlflowException or a transport error: say where the run was
         raise tracking.TrackingUnavailable(
-            f"run {info['run_id']} is not in {client.tracking_uri}; it was started in {info['tracking_uri']}: "
-            "set MLFLOW_TRACKING_URI to that server."
+            f"run {info['run_id']} is not in {tracking.shown_uri(client.tracking_uri)}; it was started in "
+            f"{info['tracking_uri']}: set MLFLOW_TRACKING_URI to that server."
         ) from None
     done = []
     if tracking.LOGGED_TRAINING not in tags:

@@ -28,6 +28,16 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _read_umask() -> int:
+    """The process's umask. Reading it means setting it, so this runs once, at import, before any thread starts."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the new one, never a torn one.
 
@@ -44,6 +54,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except OSError as err:
         raise OSError(f"cannot write {path}: {err.strerror or err}. Check that the folder is writable.") from err
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs get the mode any other new file would get
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()

@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import subprocess
+import urllib.parse
 import urllib.request
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -64,6 +65,14 @@ def tracking_uri(root: Path | None = None) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or project_store(root)
 
 
+def shown_uri(uri: str) -> str:
+    """``uri`` without the ``user:password@`` part, for messages and files (credentials belong in env variables)."""
+    parts = urllib.parse.urlsplit(uri)
+    if not (parts.username or parts.password):
+        return uri
+    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
 def connect(root: Path | None = None, consequence: str = "nothing was changed") -> MlflowClient:
     """Point MLflow at the tracking URI and check that a server answers, before any work starts.
 
@@ -85,7 +94,7 @@ def connect(root: Path | None = None, consequence: str = "nothing was changed") 
                 response.read()
         except OSError as err:
             raise TrackingUnavailable(
-                f"MLflow tracking server {uri} (set by MLFLOW_TRACKING_URI) is unreachable: "
+                f"MLflow tracking server {shown_uri(uri)} (set by MLFLOW_TRACKING_URI) is unreachable: "
                 f"{getattr(err, 'reason', err)}. Start it (or fix the URI), or unset MLFLOW_TRACKING_URI to use the "
                 f"project's own store ({project_store(root)}); {consequence}."
             ) from None
@@ -157,7 +166,7 @@ def start_run(
         run = client.create_run(experiment_id(client, experiment), run_name=run_name, tags=tags)
         atomic_write_text(resume_file, run.info.run_id)  # a kill mid-write must not leave an empty run id
     return {"run_id": run.info.run_id, "run_name": run.info.run_name, "experiment_id": run.info.experiment_id,
-            "tracking_uri": client.tracking_uri}  # fmt: skip
+            "tracking_uri": shown_uri(client.tracking_uri)}  # fmt: skip
 
 
 def flatten(value: Any, prefix: str = "") -> dict[str, str]:
@@ -322,7 +331,7 @@ def fetch_model(uri: str, dest: Path) -> tuple[Path, dict]:
     try:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dest)))
     except mlflow.exceptions.MlflowException as exc:
-        raise UserError(f"{uri}: no such model in {tracking_uri()} ({exc.message}). List them with "
+        raise UserError(f"{uri}: no such model in {shown_uri(tracking_uri())} ({exc.message}). List them with "
                         "`visionops registry`.") from None  # fmt: skip
     metadata = mlflow.models.Model.load(local / "MLmodel").metadata or {}
     missing = {"classes", "task", "image_size", "resize_side"} - set(metadata)
@@ -450,5 +459,6 @@ def run_tags(client: MlflowClient, run_id: str) -> dict[str, str]:
         return client.get_run(run_id).data.tags
     except mlflow.exceptions.MlflowException:
         raise TrackingUnavailable(
-            f"run {run_id} is not in {client.tracking_uri}: set MLFLOW_TRACKING_URI to the server it was logged to."
+            f"run {run_id} is not in {shown_uri(client.tracking_uri)}: "
+            "set MLFLOW_TRACKING_URI to the server it was logged to."
         ) from None

@@ -208,3 +208,19 @@ def test_visionops_ui_listens_on_loopback_only(tmp_path: Path) -> None:
         assert addresses and set(addresses) == {"0100007F"}, addresses  # 127.0.0.1, little-endian hex
     finally:
         stop_group(proc)
+
+
+@pytest.mark.parametrize(
+    ("uri", "shown"),
+    [
+        ("https://alice:s3cret@mlflow.example:5000/path", "https://mlflow.example:5000/path"),
+        ("http://token@127.0.0.1:5000", "http://127.0.0.1:5000"),
+        ("http://127.0.0.1:5000", "http://127.0.0.1:5000"),
+        ("sqlite:////project/mlflow.db", "sqlite:////project/mlflow.db"),
+    ],
+)
+def test_credentials_in_a_tracking_uri_are_never_shown(uri: str, shown: str) -> None:
+    """run.json, `visionops train` output and error messages print the URI through shown_uri."""
+    from visionops.tracking import shown_uri
+
+    assert shown_uri(uri) == shown

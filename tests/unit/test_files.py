@@ -35,3 +35,12 @@ def test_unwritable_folder_names_the_path(tmp_path: Path) -> None:
 
 def test_json_is_stable() -> None:
     assert dump_json({"b": 1, "a": [1, 2]}) == dump_json({"a": [1, 2], "b": 1})
+
+
+def test_atomic_write_gives_the_usual_file_mode(tmp_path: Path) -> None:
+    import os
+
+    target = tmp_path / "out.csv"
+    atomic_write_bytes(target, b"a,b\n")
+    (tmp_path / "plain.csv").write_bytes(b"a,b\n")  # what open() gives under this process's umask
+    assert os.stat(target).st_mode & 0o777 == os.stat(tmp_path / "plain.csv").st_mode & 0o777
