@@ -69,6 +69,26 @@ def wait_until_up(url: str, proc, log: Path, timeout: float, what: str) -> None:
     raise RuntimeError(f"{what} not answering {url} after {timeout} s: {log.read_text(errors='replace')[-3000:]}")
 
 
+def start_server(cmd: list[str], log: Path, url: str, what: str, timeout: float, env: dict[str, str] | None = None):
+    """Start a server in its own process group, output to ``log``, and wait until ``url`` answers.
+
+    Raises:
+        RuntimeError: it exited or did not answer within ``timeout`` s (it is stopped first); ends with its log.
+    """
+    import subprocess
+
+    log.parent.mkdir(parents=True, exist_ok=True)
+    out = open(log, "ab")  # noqa: SIM115 - kept open for the process's lifetime
+    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=tool_env(**(env or {})),
+                            start_new_session=True)  # fmt: skip
+    try:
+        wait_until_up(url, proc, log, timeout, what)
+    except RuntimeError:
+        stop_group(proc)
+        raise
+    return proc
+
+
 def stop_group(proc, sig: int | None = None, timeout: float = 30) -> None:
     """Stop a process started with ``start_new_session`` and everything it spawned; SIGKILL if it lingers."""
     import os
@@ -113,17 +133,8 @@ class MlflowServer:
         return [*cmd, "--default-artifact-root", (self.root / "artifacts").as_uri()]
 
     def start(self, timeout: float = 120) -> MlflowServer:
-        import subprocess
-
-        self.root.mkdir(parents=True, exist_ok=True)
-        log = open(self.root / "server.log", "ab")  # noqa: SIM115 - kept open for the process's lifetime
-        self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, env=tool_env(**self.env),
-                                     start_new_session=True)  # fmt: skip
-        try:
-            wait_until_up(self.uri + "/health", self.proc, self.root / "server.log", timeout, "mlflow server")
-        except RuntimeError:
-            self.stop()
-            raise
+        self.proc = start_server(self.command(), self.root / "server.log", self.uri + "/health", "mlflow server",
+                                 timeout, self.env)  # fmt: skip
         return self
 
     def stop(self) -> None:
@@ -268,18 +279,10 @@ class S3Server:
         self.endpoint = f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 60) -> S3Server:
-        import subprocess
         import sys
 
-        self.root.mkdir(parents=True, exist_ok=True)
-        log = open(self.root / "moto.log", "ab")  # noqa: SIM115 - kept open for the process's lifetime
         cmd = [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(self.port)]
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=tool_env(), start_new_session=True)
-        try:
-            wait_until_up(self.endpoint + "/moto-api/", self.proc, self.root / "moto.log", timeout, "moto_server")
-        except RuntimeError:
-            self.stop()
-            raise
+        self.proc = start_server(cmd, self.root / "moto.log", self.endpoint + "/moto-api/", "moto_server", timeout)
         return self
 
     def env(self, endpoint_variable: str | None = None) -> dict[str, str]:

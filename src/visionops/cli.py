@@ -166,12 +166,24 @@ def train(
     data: DataOpt = Path("data"),
     split_dir: SplitOpt = Path("artifacts/split"),
     out_dir: OutOpt = Path("artifacts/train"),
+    track: Annotated[
+        bool,
+        typer.Option(
+            "--track/--no-track",
+            help="Log the run to MLflow. --no-track: the non-chief pods of a multi-worker job (the chief logs once).",
+        ),
+    ] = True,
 ) -> None:
     """Fine-tune EfficientNet in two stages (head, then top blocks), logged as one MLflow run; resumes a killed run."""
     from visionops import tracking
 
     settings = load_params(params)
     _writable(out_dir)
+    if not track:
+        from visionops.train import train as run
+
+        _report(run(data, split_dir, settings.train, settings.augment, out_dir))
+        return
     # Fail fast, before any training (or TensorFlow import), when the server is down: nothing is lost.
     client = tracking.connect(consequence="nothing was trained: rerun `visionops train` once it answers")
     from visionops.train import read_split, resume_dir
@@ -194,10 +206,15 @@ def train(
         "the training",
         lambda: tracking.log_training(client, run_id, settings, tracking.project_root(), out_dir.parent, result.model),
     )
+    _report(result)
+    out.print(f"MLflow run {name} ({run_id}) in {tracking.shown_uri(client.tracking_uri)}")
+
+
+def _report(result: Any) -> None:
+    """The train stage's summary lines: epochs, weights used, where the model is, the last epoch's metrics."""
     last = result.history.iloc[-1].to_dict() if len(result.history) else {}
     out.print(f"train: {len(result.history)} epochs, weights {result.weights.used}, saved {result.model_path}")
     out.print("last epoch: " + ", ".join(f"{k}={v:.4f}" for k, v in last.items() if isinstance(v, float)))
-    out.print(f"MLflow run {name} ({run_id}) in {tracking.shown_uri(client.tracking_uri)}")
 
 
 @app.command()

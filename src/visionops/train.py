@@ -10,7 +10,6 @@ weights.json (the initial weights really used), params.json, augment_preview.png
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
 import json
@@ -56,7 +55,6 @@ class TrainResult:
     weights: WeightsUsed
     classes: list[str]
     model: keras.Model  # the trained model, as saved: lets the caller log it without loading it again
-    chief: bool = True  # False on a non-chief worker of a multi-worker run: its model_path was temporary, now gone
 
 
 def read_split(split_dir: Path) -> tuple[dict[str, pd.DataFrame], dict]:
@@ -158,7 +156,7 @@ def train(
         write_json(write_dir / "classes.json", {**info, "batchnorm_frozen": frozen_bn, **device})
         save_resolved({"train": params, "augment": augment}, write_dir)
         shutil.rmtree(resume, ignore_errors=True)
-    return TrainResult(write_dir / "model.keras", history, weights, classes, model, topology["chief"])
+    return TrainResult(write_dir / "model.keras", history, weights, classes, model)
 
 
 def global_batch_size(batch_size: int, strategy: tf.distribute.Strategy) -> int:
@@ -278,25 +276,3 @@ def _history(resume: Path) -> pd.DataFrame:
     columns = ["epoch", "stage", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"]
     merged = pd.concat(frames, ignore_index=True)
     return merged[[c for c in columns if c in merged.columns]]
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Run the train stage alone, without MLflow (``python -m visionops.train``).
-
-    For the non-chief pods of a multi-worker job: the chief runs the stage through the flow (``visionops train``),
-    which logs the run to MLflow once.
-    """
-    from visionops.config import load_params
-
-    parser = argparse.ArgumentParser(prog="python -m visionops.train", description=main.__doc__)
-    for flag, default in (("params", "params.yaml"), ("data", "data"), ("split-dir", "artifacts/split"),
-                          ("out-dir", "artifacts/train")):  # fmt: skip
-        parser.add_argument(f"--{flag}", type=Path, default=Path(default))
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    settings = load_params(args.params)
-    train(args.data, args.split_dir, settings.train, settings.augment, args.out_dir)
-
-
-if __name__ == "__main__":
-    main()

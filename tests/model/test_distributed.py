@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import REPO, free_port, tiny_project, tool_env
+from helpers import REPO, cli, free_port, tiny_project, tool_env
 
 from visionops.cluster import tf_config_from_env
 from visionops.config import ConfigError
@@ -123,11 +123,11 @@ def test_tf_config_from_an_indexed_job() -> None:
 @pytest.mark.skipif(not os.environ.get("VISIONOPS_TEST_B0_MIRRORED"), reason="≈ 2 min on 2 cores: set "
                     "VISIONOPS_TEST_B0_MIRRORED=1 to run the real train stage under MirroredStrategy")  # fmt: skip
 def test_real_train_stage_under_mirrored_strategy(tmp_path: Path) -> None:
-    """`python -m visionops.train` (the stage without MLflow) trains and saves B0 on two logical CPUs."""
+    """`visionops train --no-track` (the stage without MLflow) trains and saves B0 on two logical CPUs."""
     params = ("train: {image_size: 32, weights: null, batch_size: 4, workers: 1, head: {epochs: 1}, "
               "finetune: {epochs: 1}}\naugment: [{name: HorizontalFlip, p: 0.5}]\n")  # fmt: skip
     project = tiny_project(tmp_path / "project", params)
-    proc = subprocess.run([sys.executable, "-m", "visionops.train"], cwd=project, capture_output=True, text=True,
+    proc = subprocess.run(cli("train", "--no-track"), cwd=project, capture_output=True, text=True,
                           timeout=TIMEOUT * 2, env=tool_env(VISIONOPS_DEVICES="CPU:0,CPU:1", TF_CPP_MIN_LOG_LEVEL="2",
                                                             PYTHONPATH=str(REPO / "src")))  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
