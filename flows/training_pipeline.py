@@ -22,8 +22,10 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
-from prefect.runtime import flow_run
+from prefect.runtime import deployment, flow_run
 from prefect.tasks import exponential_backoff
+
+from visionops import stack
 
 STAGES = ("validate", "split", "train", "evaluate", "promote")
 # Per stage: (retries, timeout in seconds). Retries go where the failure can be transient: train and evaluate
@@ -65,11 +67,33 @@ def sh(cmd: list[str], cwd: Path) -> str:
 
 @task(retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=10), timeout_seconds=3600)
 def pull_data(project: Path, data_rev: str | None) -> None:
-    """Check out data.dvc at ``data_rev`` (if given) and pull the data and DVC's run cache from the remote."""
+    """Check out data.dvc at ``data_rev`` (if given), pull its data and DVC's run cache from the remotes."""
     if data_rev:
         sh(["git", "checkout", data_rev, "--", "data.dvc"], project)
-    sh(["dvc", "pull", "data.dvc"], project)
+    sh(["visionops", "pull-data"], project)  # the embedded sample from the in-repo remote, other data from the default
     sh(["dvc", "fetch", "--run-cache"], project)  # what earlier runs on any worker computed: lets repro skip it
+
+
+class NoTrackingServer(RuntimeError):
+    """A deployment run would log into its temporary clone, which is deleted when the run ends."""
+
+
+def check_tracking_target() -> None:
+    """Refuse to run a deployment whose MLflow runs would be lost.
+
+    A worker runs a deployment in a temporary clone. Without MLFLOW_TRACKING_URI, runs and model versions would go
+    to the clone's own mlflow.db and be deleted with it; the stack's workers (``./run.sh up``) and the team stack's
+    set it.
+
+    Raises:
+        NoTrackingServer: this is a deployment run and MLFLOW_TRACKING_URI is not set.
+    """
+    if deployment.get_id() and not os.environ.get("MLFLOW_TRACKING_URI"):
+        raise NoTrackingServer(
+            "MLFLOW_TRACKING_URI is not set on this worker: the run's MLflow records would be written into the flow "
+            "run's temporary clone and lost with it. Start workers with `./run.sh up` (they log to the stack's MLflow "
+            "server), or set MLFLOW_TRACKING_URI in the worker's environment or the work pool's `env`."
+        )
 
 
 @task(timeout_seconds=60)
@@ -120,7 +144,8 @@ def read_results(project: Path) -> dict[str, dict]:
 def summary_markdown(results: dict[str, dict], ran: dict[str, bool]) -> str:
     """The run's report: which stages ran, the test metrics, the promotion decision, MLflow links."""
     metrics, decision, run_info = results["metrics"], results["decision"], results["run"]
-    ui = run_info["tracking_uri"] if run_info["tracking_uri"].startswith("http") else "http://127.0.0.1:5000"
+    # A server's own URL; for the project's sqlite store, where `./run.sh up` (or `visionops ui`) serves it.
+    ui = run_info["tracking_uri"] if run_info["tracking_uri"].startswith("http") else stack.load().mlflow_url
     run_url = f"{ui.rstrip('/')}/#/experiments/{run_info['experiment_id']}/runs/{run_info['run_id']}"
     name, version = decision["registered_model"], decision["version"]
     lines = [
@@ -144,7 +169,7 @@ def summary_markdown(results: dict[str, dict], ran: dict[str, bool]) -> str:
         f"- Model version: [{name} v{version}]({ui.rstrip('/')}/#/models/{name}/versions/{version})",
     ]
     if not run_info["tracking_uri"].startswith("http"):
-        lines.append(f"- Tracking store: `{run_info['tracking_uri']}` (open it with `visionops ui`)")
+        lines.append(f"- Tracking store: `{run_info['tracking_uri']}` (open it with `./run.sh up` or `visionops ui`)")
     return "\n".join(lines)
 
 
@@ -174,6 +199,7 @@ def training_pipeline(
     Returns:
         The promotion decision, the test metrics and which stages ran.
     """
+    check_tracking_target()
     project = Path(project_dir).resolve()
     settings = list(overrides or []) + ([f"tracking.experiment={experiment}"] if experiment else [])
     pull_data(project, data_rev)

@@ -6,8 +6,6 @@ import contextlib
 import functools
 import json
 import logging
-import subprocess
-import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +16,7 @@ from rich.console import Console
 
 from visionops.config import load_params
 from visionops.errors import UserError
-from visionops.files import write_json
+from visionops.files import project_root, store_root, write_json
 
 app = typer.Typer(
     help="Fine-tune EfficientNet on DVC-versioned image folders: sample data, validate, split, train, evaluate, "
@@ -204,7 +202,7 @@ def train(
     write_json(out_dir / "run.json", info)  # written before logging, so an outage cannot lose the run id
     _log_or_warn(
         "the training",
-        lambda: tracking.log_training(client, run_id, settings, tracking.project_root(), out_dir.parent, result.model),
+        lambda: tracking.log_training(client, run_id, settings, project_root(), out_dir.parent, result.model),
     )
     _report(result)
     out.print(f"MLflow run {name} ({run_id}) in {tracking.shown_uri(client.tracking_uri)}")
@@ -261,7 +259,7 @@ def log_run(
         ) from None
     done = []
     if tracking.LOGGED_TRAINING not in tags:
-        tracking.log_training(client, info["run_id"], load_params(params), tracking.project_root(), artifacts)
+        tracking.log_training(client, info["run_id"], load_params(params), project_root(), artifacts)
         done.append("training")
     if (artifacts / "evaluate" / "metrics.json").is_file() and tracking.LOGGED_EVALUATION not in tags:
         tracking.log_evaluation(client, info["run_id"], artifacts / "evaluate")
@@ -333,24 +331,130 @@ def registry(
 
 
 @app.command()
+@_user_errors
 def ui(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 5000,
     host: Annotated[str, typer.Option(help="Interface to bind; keep 127.0.0.1 unless you add auth.")] = "127.0.0.1",
 ) -> None:
-    """Open the MLflow UI over the project's own store (or print the server MLFLOW_TRACKING_URI names)."""
-    from visionops import tracking
+    """The MLflow UI over the project's own store, in the foreground (Ctrl-C stops it and all its processes)."""
+    from visionops import stack, tracking
+    from visionops.processes import run_foreground
 
     uri = tracking.tracking_uri()
     if uri.startswith(("http://", "https://")):
-        out.print(f"runs are on the tracking server {uri}: open it in a browser")
+        out.print(f"runs are on the tracking server {tracking.shown_uri(uri)}: open it in a browser")
         return
-    root = tracking.project_root()
+    local = stack.load()
+    if stack.running(local):
+        out.print(f"the local stack serves the MLflow UI already: {local.mlflow_url}")
+        return
     out.print(f"MLflow UI on http://{host}:{port} over {uri} (Ctrl-C stops it)")
-    mlflow = Path(sys.executable).parent / "mlflow"  # this environment's, whatever PATH says
-    artifact_root = (root / "mlartifacts").as_uri()
-    cmd = [str(mlflow), "server", "--backend-store-uri", uri, "--default-artifact-root", artifact_root,
-           "--host", host, "--port", str(port), "--workers", "1"]  # fmt: skip
-    raise typer.Exit(subprocess.call(cmd))
+    raise typer.Exit(run_foreground(stack.ui_command(host, port)))
+
+
+stack_app = typer.Typer(
+    help="The local stack on 127.0.0.1: MLflow UI over the project's store, Prefect server and UI, process workers "
+    "whose runs log to that MLflow. State and logs in .stack/.",
+    no_args_is_help=True,
+)
+app.add_typer(stack_app, name="stack")
+
+
+@stack_app.command("up")
+@_user_errors
+def stack_up(
+    mlflow_port: Annotated[int, typer.Option(envvar="VISIONOPS_MLFLOW_PORT", help="MLflow UI port.")] = 5000,
+    prefect_port: Annotated[int, typer.Option(envvar="VISIONOPS_PREFECT_PORT", help="Prefect UI port.")] = 4200,
+    workers: Annotated[int, typer.Option(min=1, max=16, help="Process workers (flow runs at once).")] = 1,
+) -> None:
+    """Start the stack (or leave it running) and wait until both servers answer."""
+    from visionops import stack
+
+    started = stack.up(stack.Stack(store_root(), mlflow_port, prefect_port, workers))
+    _print_stack(started)
+
+
+def _print_stack(local: Any) -> None:
+    from visionops import stack
+
+    health = stack.healthy(local)
+    mark = {True: "[green]up[/]", False: "[red]not answering[/]"}
+    out.print(f"MLflow UI   {local.mlflow_url}  {mark[health['mlflow']]}  (store {local.root / 'mlflow.db'})")
+    out.print(f"Prefect UI  {local.prefect_url}  {mark[health['prefect']]}  (API {local.prefect_url}/api)")
+    for row in stack.status(local):
+        out.print(f"  {row['program']:<16} {row['state']:<9} {row['since']}", highlight=False)
+    out.print(f"logs in {local.logs}/ (./run.sh logs); stop everything with ./run.sh down")
+
+
+@stack_app.command("status")
+@_user_errors
+def stack_status() -> None:
+    """The stack's programs, their state, the URLs; exit code 3 when it is not running."""
+    from visionops import stack
+
+    local = stack.load()
+    if not stack.running(local):
+        out.print("the local stack is not running: start it with ./run.sh up")
+        raise typer.Exit(3)
+    _print_stack(local)
+
+
+@stack_app.command("down")
+@_user_errors
+def stack_down() -> None:
+    """Stop every program of the stack with all its processes, then supervisord."""
+    from visionops import stack
+
+    out.print("stack stopped" if stack.down(stack.load()) else "the local stack was not running")
+
+
+@stack_app.command("logs")
+@_user_errors
+def stack_logs() -> None:
+    """Follow every log of the stack (Ctrl-C stops following; the stack keeps running)."""
+    import os
+
+    from visionops import stack
+
+    logs = sorted(stack.load().logs.glob("*.log"))
+    if not logs:
+        raise UserError("no logs yet: start the stack with ./run.sh up")
+    os.execvp("tail", ["tail", "-n", "20", "-F", *map(str, logs)])
+
+
+@stack_app.command("deploy", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@_user_errors
+def stack_deploy(ctx: typer.Context) -> None:
+    """Register prefect.yaml's `local` deployment with the stack's Prefect server (extra args go to prefect deploy)."""
+    from visionops import stack
+
+    local = stack.load()
+    stack.deploy(local, ctx.args)
+    out.print(f"deployed: ./run.sh prefect deployment run training-pipeline/local --watch   (UI {local.prefect_url})")
+
+
+@stack_app.command("prefect", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@_user_errors
+def stack_prefect(ctx: typer.Context) -> None:
+    """The prefect CLI against the stack's server: `visionops stack prefect deployment ls`."""
+    from visionops import stack
+
+    raise typer.Exit(stack.prefect(stack.load(), ctx.args, check=False))
+
+
+@app.command("pull-data")
+@_user_errors
+def pull_data(
+    if_absent: Annotated[bool, typer.Option("--if-absent", help="Do nothing when data/ exists.")] = False,
+) -> None:
+    """Check out the data data.dvc names: the embedded sample from the in-repo remote, other data from the default."""
+    from visionops.remotes import pull_data as run
+
+    source = run(project_root(), if_absent)
+    if source == "present":
+        out.print("pull-data: data/ exists, left as it is")
+    else:
+        out.print(f"pull-data: data/ restored from the {'embedded sample' if source == 'sample' else 'default'} remote")
 
 
 @app.command()

@@ -1,4 +1,4 @@
-"""Small file helpers shared by every stage: atomic writes, hashing, stable JSON, path containment."""
+"""Small file helpers shared by every stage: project paths, atomic writes, hashing, stable JSON, path containment."""
 
 from __future__ import annotations
 
@@ -12,6 +12,27 @@ from typing import Any
 from visionops.errors import UserError
 
 _CHUNK = 1 << 20
+
+
+def project_root(start: Path | None = None) -> Path:
+    """The nearest folder holding dvc.yaml, from ``start`` (the working directory) up; else ``start``."""
+    here = Path(start or Path.cwd()).resolve()
+    return next((p for p in (here, *here.parents) if (p / "dvc.yaml").is_file()), here)
+
+
+def store_root(start: Path | None = None) -> Path:
+    """The checkout that owns what runs produce locally: its MLflow store (mlflow.db, mlartifacts/) and stack.
+
+    That is the project root, except inside ``dvc exp run --temp`` or a queued experiment: DVC runs those stages in
+    a throwaway copy under ``.dvc/tmp/exps/`` and exports ``DVC_ROOT`` as the checkout the experiment came from. A
+    store inside the copy would be deleted with it, so runs go to the checkout's store.
+    """
+    return Path(os.environ["DVC_ROOT"]).resolve() if os.environ.get("DVC_ROOT") else project_root(start)
+
+
+def project_store(root: Path | None = None) -> str:
+    """The project's own MLflow tracking store: a sqlite file in the checkout (see :func:`store_root`)."""
+    return f"sqlite:///{store_root(root) / 'mlflow.db'}"
 
 
 def sha256_bytes(data: bytes) -> str:

@@ -30,7 +30,7 @@ from mlflow.types import Schema, TensorSpec
 
 from visionops.config import Params, TrainParams
 from visionops.errors import UserError
-from visionops.files import atomic_write_text
+from visionops.files import atomic_write_text, project_root, project_store, store_root
 
 # MLflow retries a failed request 7 times with exponential backoff (minutes in all) before giving up; the stages
 # save everything locally first, so a few quick retries are enough and an outage costs seconds, not minutes.
@@ -47,17 +47,6 @@ PACKAGES = ("tensorflow", "tensorflow-cpu", "keras", "mlflow", "dvc", "great-exp
 
 class TrackingUnavailable(UserError):
     """The tracking server cannot be reached; the message names it and says what to do."""
-
-
-def project_root(start: Path | None = None) -> Path:
-    """The nearest folder holding dvc.yaml, from ``start`` (the working directory) up; else ``start``."""
-    here = Path(start or Path.cwd()).resolve()
-    return next((p for p in (here, *here.parents) if (p / "dvc.yaml").is_file()), here)
-
-
-def project_store(root: Path | None = None) -> str:
-    """The project's own tracking store: a sqlite file beside dvc.yaml."""
-    return f"sqlite:///{project_root(root) / 'mlflow.db'}"
 
 
 def tracking_uri(root: Path | None = None) -> str:
@@ -101,18 +90,29 @@ def connect(root: Path | None = None, consequence: str = "nothing was changed") 
     return MlflowClient(uri)
 
 
+# The MLflow 3 UI opens an experiment in its GenAI view (traces, an assistant panel) unless it is marked as model
+# training; these experiments hold training runs, so the UI should open on their runs, metrics and models.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
 def experiment_id(client: MlflowClient, name: str, root: Path | None = None) -> str:
-    """The id of experiment ``name``, created on first use (artifacts beside the project's own store)."""
+    """The id of experiment ``name``, created on first use (artifacts beside the project's own store).
+
+    The experiment is marked as model training (:data:`EXPERIMENT_KIND`), also an older one that has no kind yet.
+    """
     found = client.get_experiment_by_name(name)
-    if found is not None:
-        return found.experiment_id
-    location = None
-    if client.tracking_uri == project_store(root):  # (mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI itself)
-        location = (project_root(root) / "mlartifacts").as_uri()
-    try:
-        return client.create_experiment(name, artifact_location=location)
-    except mlflow.exceptions.MlflowException:  # created meanwhile by a concurrent run
-        return client.get_experiment_by_name(name).experiment_id
+    if found is None:
+        location = None
+        if client.tracking_uri == project_store(root):  # (mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI)
+            location = (store_root(root) / "mlartifacts").as_uri()
+        try:
+            return client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_KIND)
+        except mlflow.exceptions.MlflowException:  # created meanwhile by a concurrent run
+            found = client.get_experiment_by_name(name)
+    for key, value in EXPERIMENT_KIND.items():
+        if key not in found.tags:  # (a kind the user chose stays)
+            client.set_experiment_tag(found.experiment_id, key, value)
+    return found.experiment_id
 
 
 def _git(root: Path, *args: str) -> str:

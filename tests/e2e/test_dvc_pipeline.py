@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from helpers import run
+from helpers import cli, run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -23,7 +23,7 @@ def _ran(output: str) -> set[str]:
 
 def test_pull_repro_experiment_then_nothing_to_do(project_copy: Path) -> None:
     assert not (project_copy / "data").exists()
-    run(["dvc", "pull", "data.dvc"], cwd=project_copy)  # what `./run.sh pipeline` does on a fresh clone
+    run(cli("pull-data", "--if-absent"), cwd=project_copy)  # what `./run.sh pipeline` does on a fresh clone
     assert len(list((project_copy / "data").rglob("*.jpg"))) >= 300
 
     first = run(["dvc", "repro", "split"], cwd=project_copy).stdout
@@ -97,13 +97,14 @@ def _two_runs_the_better_is_champion_a_worse_third_stays_challenger(project: Pat
     champion = "2" if second["score"] > first["score"] else "1"
     assert second["decision"] == ("promoted" if champion == "2" else "kept")
 
-    # Untrained: the backbone stays random and the head barely moves.
-    run(["dvc", "exp", "run", "-S", "train.finetune.epochs=0", "-S", "train.head.learning_rate=0.000001"],
-        cwd=project)  # fmt: skip
-    third = _decision(project)
-    assert (third["version"], third["decision"], third["champion_before"]) == ("3", "kept", champion), third
+    # Untrained: the backbone stays random and the head barely moves. Run in a throwaway copy (`--temp`, as queued
+    # experiments are): its run and version must still land in this checkout's store, not in the copy's.
+    untrained = ["-S", "train.finetune.epochs=0", "-S", "train.head.learning_rate=0.000001"]
+    run(["dvc", "exp", "run", "--temp", *untrained], cwd=project)
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     name = first["registered_model"]
+    third = client.get_model_version(name, "3").tags
+    assert (third["decision"], third["decision.compared_with"]) == ("kept", champion), third
     assert str(client.get_model_version_by_alias(name, "champion").version) == champion
     assert str(client.get_model_version_by_alias(name, "challenger").version) == "3"
     runs = {client.get_model_version(name, v).run_id for v in ("1", "2", "3")}
@@ -144,7 +145,7 @@ def _the_local_mlflow_store_holds_the_run(project: Path) -> None:
 
 
 def test_invalid_params_fail_the_stage_with_the_key(project_copy: Path) -> None:
-    run(["dvc", "pull", "data.dvc"], cwd=project_copy)
+    run(cli("pull-data"), cwd=project_copy)
     params = project_copy / "params.yaml"
     params.write_text(params.read_text().replace("min_side:", "min_sidee:"))
     proc = run(["dvc", "repro"], cwd=project_copy, check=False)

@@ -121,6 +121,7 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     base = tmp_path_factory.mktemp("prefect")
     prefect, mlflow_server, origin, team = _team_stack(request, base) if postgres_bin() else _laptop_stack(base)
     prefect.cmd("variable", "set", "visionops_repo", str(origin))
+    prefect.cmd("variable", "set", "visionops_branch", "main")
     prefect.cmd("work-pool", "create", "visionops-process", "--type", "process")
     prefect.cmd("--no-prompt", "deploy", "--name", "local", cwd=origin)
     prefect.worker_proc = prefect.worker()
@@ -183,6 +184,23 @@ def test_prefect_yaml_declares_the_three_work_pools_and_a_valid_schedule() -> No
             assert parsed.cron == "0 3 * * 1"
     assert "tensorflow[and-cuda]" in (REPO / "pyproject.toml").read_text()
     assert "ARG EXTRA=gpu" in (REPO / "Dockerfile").read_text(), "`docker build .` makes the GPU image"
+
+
+def test_docker_deployments_build_and_push_the_image_they_run() -> None:
+    """The build/push steps of prefect.yaml call prefect-docker's real step functions with arguments they accept."""
+    import inspect
+
+    steps = pytest.importorskip("prefect_docker.deployments.steps", reason="./run.sh setup --with docker")
+    config = yaml.safe_load((REPO / "prefect.yaml").read_text())
+    for deployment in (d for d in config["deployments"] if d["name"] != "local" and "process" not in d["name"]):
+        for section in ("build", "push"):
+            (name, kwargs), *_ = deployment[section][0].items()
+            function = getattr(steps, name.rpartition(".")[2])
+            inspect.signature(function).bind(**{k: v for k, v in kwargs.items() if k != "id"})
+        assert deployment["build"][0]["prefect_docker.deployments.steps.build_docker_image"]["buildargs"] == {
+            "EXTRA": "gpu"
+        }
+        assert deployment["work_pool"]["job_variables"]["image"] == "{{ build-image.image }}", deployment["name"]
 
 
 def test_deployment_runs_then_a_rerun_retrains_nothing(stack) -> None:
