@@ -113,20 +113,19 @@ def ui_command(host: str, port: int, root: Path | None = None) -> list[str]:
     """
     mlflow = Path(sys.executable).parent / "mlflow"  # this environment's, whatever PATH says
     artifacts = (store_root(root) / "mlartifacts").as_uri()
-    return [
-        str(mlflow),
-        "server",
-        "--backend-store-uri",
-        project_store(root),
-        "--default-artifact-root",
-        artifacts,
-        "--host",
-        host,
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-    ]
+    options = {
+        "--backend-store-uri": project_store(root),
+        "--default-artifact-root": artifacts,
+        "--host": host,
+        "--port": str(port),
+        "--workers": "1",
+    }
+    return [str(mlflow), "server", *_flat(options)]
+
+
+def _flat(options: dict[str, str]) -> list[str]:
+    """``{"--port": "5000"}`` → ``["--port", "5000"]``."""
+    return [part for pair in options.items() for part in pair]
 
 
 def _rpc(stack: Stack):
@@ -187,19 +186,8 @@ def config(stack: Stack) -> str:
     """supervisord.conf of the stack (written by ``up``; regenerated every time, so it follows the code)."""
     venv_bin = Path(sys.executable).parent
     env = {"PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}", **stack.env()}
-    worker = [
-        str(venv_bin / "prefect"),
-        "worker",
-        "start",
-        "--pool",
-        POOL,
-        "--type",
-        "process",
-        "--limit",
-        "1",
-        "--name",
-        "local-%(process_num)d",
-    ]
+    options = {"--pool": POOL, "--type": "process", "--limit": "1", "--name": "local-%(process_num)d"}
+    worker = [str(venv_bin / "prefect"), "worker", "start", *_flat(options)]
     sections = [
         "[unix_http_server]",
         f"file = {stack.socket}",
