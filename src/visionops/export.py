@@ -1,17 +1,20 @@
-"""The export stage: the trained model as a TensorFlow SavedModel and as TFLite files, each checked against Keras.
+"""The export stage: the trained model as a TensorFlow SavedModel, TFLite and ONNX, each checked against Keras.
 
 Writes ``saved_model/`` (Keras ``model.export``: signature ``serve``/``serving_default``, float32 RGB 0–255 of the
 model's input size in, class probabilities out), ``model_float32.tflite``, ``model_int8.tflite`` (dynamic-range
-quantisation: int8 weights, float activations, no calibration data needed), ``labels.txt`` (one class per line,
-in output order) and ``export.json``. Each format runs on up to ``CHECK_IMAGES`` test images, preprocessed as
-evaluate does, and export.json records the largest difference from the Keras model's probabilities and how
-often the top class agrees, next to the tolerance the format is held to (:data:`TOLERANCES`).
+quantisation: int8 weights, float activations, no calibration data needed), ``model.onnx`` (tf2onnx from the
+SavedModel; input ``image``, NHWC), ``labels.txt`` (one class per line, in output order) and ``export.json``.
+Each format runs on up to ``CHECK_IMAGES`` test images, preprocessed as evaluate does, and export.json records
+the largest difference from the Keras model's probabilities and how often the top class agrees, next to the
+tolerance the format is held to (:data:`TOLERANCES`).
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -19,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from visionops.contracts import read_split
+from visionops.errors import UserError
 from visionops.files import atomic_write_bytes, atomic_write_text, write_json
 from visionops.model import load_trained
 from visionops.preprocess import model_input
@@ -28,7 +32,49 @@ CHECK_IMAGES = 32
 # Largest allowed |p_export - p_keras| over every class and checked image. SavedModel runs the same TensorFlow
 # graph (differences come from kernel choice only); TFLite float32 fuses and reorders float ops; dynamic-range
 # int8 rounds every weight to 8 bits, which moves probabilities by up to a few hundredths on small models.
-TOLERANCES = {"saved_model": 1e-5, "tflite_float32": 1e-4, "tflite_int8": 0.05}
+TOLERANCES = {"saved_model": 1e-5, "tflite_float32": 1e-4, "tflite_int8": 0.05, "onnx": 1e-4}
+ONNX_OPSET = 17
+
+
+class ExportError(UserError):
+    """A converter failed; the message holds the end of its output."""
+
+
+def to_onnx(saved: Path, path: Path) -> None:
+    """Convert a SavedModel to ONNX with tf2onnx's converter command.
+
+    (Its Python API converts the Keras function instead, and for EfficientNet that graph asks for the Normalization
+    layer's constants as extra inputs, which onnxruntime refuses; the SavedModel path converts them as constants.)
+
+    Raises:
+        ExportError: the converter failed.
+    """
+    staging = path.with_name(f".{path.name}.tmp")
+    cmd = [
+        sys.executable,
+        "-m",
+        "tf2onnx.convert",
+        "--saved-model",
+        str(saved),
+        "--output",
+        str(staging),
+        "--opset",
+        str(ONNX_OPSET),
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise ExportError(
+            f"ONNX conversion of {saved} failed (tf2onnx exited {done.returncode}): {done.stderr[-2000:]}"
+        )
+    staging.replace(path)
+
+
+def run_onnx(path: Path, batch: np.ndarray) -> np.ndarray:
+    """Run an ONNX model on a float32 batch in onnxruntime (CPU); returns its first output."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: batch.astype(np.float32)})[0]
 
 
 def run_tflite(content: bytes, batch: np.ndarray) -> np.ndarray:
@@ -94,6 +140,8 @@ def export(model_dir: Path | str, data_dir: Path, split_dir: Path, out_dir: Path
         path = out_dir / f"model_{name.removeprefix('tflite_')}.tflite"
         atomic_write_bytes(path, content)
         formats[name] = _compare(name, path, run_tflite(content, batch), reference)
+    to_onnx(saved, out_dir / "model.onnx")
+    formats["onnx"] = _compare("onnx", out_dir / "model.onnx", run_onnx(out_dir / "model.onnx", batch), reference)
     atomic_write_text(out_dir / "labels.txt", "".join(f"{c}\n" for c in info["classes"]))
     result = {
         "formats": formats,
