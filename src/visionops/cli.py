@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from visionops.config import load_params
 from visionops.errors import UserError
@@ -65,8 +66,8 @@ def _user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except (UserError, FileNotFoundError, FileExistsError) as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+        except (UserError, FileNotFoundError, FileExistsError) as exc:  # (escaped: messages name classes in [...])
+            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, markup=True, soft_wrap=True)
             raise typer.Exit(1) from None
         except OSError as exc:  # permissions, a full disk, a path through a file: the OS names the path
             err.print(f"[bold red]error:[/] {exc}. Check that this user can write there and the disk has room.",
@@ -336,7 +337,10 @@ def promote(
             artifacts / "split", _writable(out_dir), replace_champion)  # fmt: skip
     colour = {"promoted": "green", "kept": "yellow", "rejected": "red", "incomparable": "yellow"}[r["decision"]]
     again = " (decided earlier)" if r["already_decided"] else ""
-    out.print(f"promote: {r['registered_model']} v{r['version']} [{colour}]{r['decision']}[/]{again}: {r['reason']}")
+    out.print(
+        f"promote: {r['registered_model']} v{r['version']} [{colour}]{r['decision']}[/]{again}: {escape(r['reason'])}",
+        soft_wrap=True,
+    )
     if r["champion_rescored"]:
         out.print(f"  champion v{r['champion_before']} was re-scored on this split ({out_dir}/champion_v*/)")
 

@@ -53,7 +53,8 @@ def _limits(f: dict) -> list[str]:
         limits.append(f"Weak classes on the test split: {', '.join(weak)}.")
     if train["task"] == "orientation":
         limits.append("Answers the rotation (0/90/180/270° counter-clockwise) of an image, not its content.")
-    limits.append(f"Knows only the classes {info['classes']}: any image gets one of them, even when it shows none.")
+    names = ", ".join(map(str, info["classes"]))
+    limits.append(f"Knows only the classes {names}: any image gets one of them, even when it shows none.")
     return limits
 
 
@@ -91,7 +92,7 @@ def render(f: dict, name: str, version: str, run: dict, decision: dict) -> str:
 ## Data
 - data.dvc md5 `{run.get("data.dvc_md5") or "unknown"}`, split id `{split["split_id"][:16]}`, git commit
   `{run.get("git.commit", "unknown")[:12]}`{" (dirty)" if run.get("git.dirty") == "true" else ""}
-- images per split: {split["totals"]}
+- images per split: train {split["totals"]["train"]}, val {split["totals"]["val"]}, test {split["totals"]["test"]}
 
 | class | train | val | test |
 |---|---:|---:|---:|

@@ -285,7 +285,8 @@ def test_a_model_of_another_task_is_never_compared_with_the_champion(server, can
         "(3)"
     ) in decision["reason"]
     assert "promote.registered_model=shapes-orientation" in decision["reason"] and "--replace-champion" in line
-    assert line.startswith("promote: shapes v2 incomparable: not compared with champion v1")
+    assert line.startswith("promote: shapes v2 incomparable: not compared with champion v1: task differs")
+    assert "this model has [0, 90, 180, 270] (4), champion v1 has [ant, bee, cow] (3)" in line, "printed as it is"
     client = MlflowClient(server.uri)
     assert client.get_model_version_by_alias("shapes", "champion").version == "1"
     assert client.get_model_version_by_alias("shapes", "challenger").version == "2"
