@@ -17,6 +17,7 @@ import subprocess
 import tempfile
 import urllib.parse
 import urllib.request
+import warnings
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -289,15 +290,19 @@ def _log_classifier(train_dir: Path, info: dict) -> str:
             f"opencv-python-headless=={version('opencv-python-headless')}",
             f"numpy=={version('numpy')}",
         ]
-        model_info = mlflow.pyfunc.log_model(
-            name="model",
-            loader_module="visionops.serving",
-            data_path=str(data),
-            code_paths=[str(code)],
-            signature=signature,
-            pip_requirements=requirements,
-            metadata={key: info[key] for key in ("classes", "task", "image_size", "resize_side", "model")},
-        )
+        with warnings.catch_warnings():
+            # No input example: one would make MLflow load the model and predict in the train process; the model
+            # card and README show the requests. (MLflow warns about the missing example on every log.)
+            warnings.filterwarnings("ignore", message=".*An input example was not provided")
+            model_info = mlflow.pyfunc.log_model(
+                name="model",
+                loader_module="visionops.serving",
+                data_path=str(data),
+                code_paths=[str(code)],
+                signature=signature,
+                pip_requirements=requirements,
+                metadata={key: info[key] for key in ("classes", "task", "image_size", "resize_side", "model")},
+            )
     return model_info.model_uri
 
 
