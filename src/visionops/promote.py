@@ -126,7 +126,7 @@ def promote(
         version = tracking.get_version(client, p.registered_model, registered.version)
         # A rerun for the same run reports the earlier decision instead of deciding twice, unless it is asked to
         # replace the champion (after an `incomparable` decision, say) and the version is not champion already.
-        replace = replace_champion if version.tags.get("decision") not in (None, "promoted") else None
+        replace = None if version.tags.get("decision") == "promoted" else replace_champion
         if "decision" in version.tags and replace is None:
             result = _result(p, version, metrics[p.metric], version.tags, already=True)
         else:

@@ -375,6 +375,21 @@ def test_a_champion_whose_model_files_are_gone(server, candidates) -> None:
     assert replaced["decision"] == "promoted" and client.get_model_version_by_alias("gone", "champion").version == "2"
 
 
+def test_replace_champion_on_a_first_decision(server, candidates, rotation) -> None:
+    """--replace-champion on a version promote has not decided yet: taken at once, the why kept."""
+    _use_registry(candidates["worse"], "first")
+    _use_registry(rotation, "first")
+    assert _promote(candidates["worse"], server.uri)["decision"] == "promoted"
+    replaced = _promote(rotation, server.uri, "--replace-champion", "rotations from now on")
+    assert (replaced["version"], replaced["decision"], replaced["already_decided"]) == ("2", "promoted", False)
+    assert (
+        "replaces champion v1 uncompared (--replace-champion: rotations from now on); task differs"
+        in (replaced["reason"])
+    )
+    again = _promote(rotation, server.uri, "--replace-champion", "once more")
+    assert again["already_decided"] and again["replace_reason"] == "rotations from now on", "the champion stays as is"
+
+
 def test_export_savedmodel_tflite_onnx_match_keras(server, candidates, tmp_path: Path) -> None:
     """`visionops export`: SavedModel, TFLite (float32, int8) and ONNX files logged to the run, each run here afresh
     (TensorFlow, the TFLite interpreter, onnxruntime) and compared with the Keras model on the test images, within
