@@ -377,9 +377,9 @@ def test_a_champion_whose_model_files_are_gone(server, candidates) -> None:
 
 def test_replace_champion_on_a_first_decision(server, candidates, rotation) -> None:
     """--replace-champion on a version promote has not decided yet: taken at once, the why kept."""
-    _use_registry(candidates["worse"], "first")
+    _use_registry(candidates["better"], "first")  # (not "worse": the test above deleted its model's files)
     _use_registry(rotation, "first")
-    assert _promote(candidates["worse"], server.uri)["decision"] == "promoted"
+    assert _promote(candidates["better"], server.uri)["decision"] == "promoted"
     replaced = _promote(rotation, server.uri, "--replace-champion", "rotations from now on")
     assert (replaced["version"], replaced["decision"], replaced["already_decided"]) == ("2", "promoted", False)
     assert (
