@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from visionops.config import load_params
 from visionops.errors import UserError
@@ -63,8 +64,8 @@ def _user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except (UserError, FileNotFoundError, FileExistsError) as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+        except (UserError, FileNotFoundError, FileExistsError) as exc:  # (escaped: messages name classes in [...])
+            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, markup=True, soft_wrap=True)
             raise typer.Exit(1) from None
         except OSError as exc:  # permissions, a full disk, a path through a file: the OS names the path
             err.print(f"[bold red]error:[/] {exc}. Check that this user can write there and the disk has room.",
@@ -184,7 +185,8 @@ def train(
         return
     # Fail fast, before any training (or TensorFlow import), when the server is down: nothing is lost.
     client = tracking.connect(consequence="nothing was trained: rerun `visionops train` once it answers")
-    from visionops.train import read_split, resume_dir
+    from visionops.contracts import read_split
+    from visionops.train import resume_dir
     from visionops.train import train as run
 
     _, split_info = read_split(split_dir)
@@ -202,7 +204,7 @@ def train(
     write_json(out_dir / "run.json", info)  # written before logging, so an outage cannot lose the run id
     _log_or_warn(
         "the training",
-        lambda: tracking.log_training(client, run_id, settings, project_root(), out_dir.parent, result.model),
+        lambda: tracking.log_training(client, run_id, settings, project_root(), out_dir.parent),
     )
     _report(result)
     out.print(f"MLflow run {name} ({run_id}) in {tracking.shown_uri(client.tracking_uri)}")
@@ -228,15 +230,52 @@ def evaluate(
     _writable(out_dir)  # before TensorFlow is imported
     from visionops import tracking
     from visionops.evaluate import evaluate as run
-    from visionops.model import is_model_uri
 
     metrics = run(model_dir, data, split_dir, load_params(params).evaluate, out_dir)
     shown = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}
     out.print(f"evaluate: {json.dumps(shown)}")
-    run_file = (Path(model_dir) if Path(model_dir).is_dir() else Path(model_dir).parent) / "run.json"
-    if not is_model_uri(model_dir) and run_file.is_file():
-        run_id = tracking.read_run_file(run_file)["run_id"]
+    errors = out_dir / "errors" / "gallery.html"
+    out.print(f"misclassified test images, worst first: {errors} (and gallery.png)")
+    run_id = _training_run(model_dir)
+    if run_id:
         _log_or_warn("the evaluation", lambda: tracking.log_evaluation(tracking.connect(), run_id, out_dir))
+
+
+def _training_run(model_dir: str) -> str | None:
+    """The MLflow run of a model trained here (run.json beside it); None for an MLflow URI or a loose model file."""
+    from visionops import tracking
+    from visionops.model import is_model_uri
+
+    run_file = (Path(model_dir) if Path(model_dir).is_dir() else Path(model_dir).parent) / "run.json"
+    if is_model_uri(model_dir) or not run_file.is_file():
+        return None
+    return tracking.read_run_file(run_file)["run_id"]
+
+
+@app.command()
+@_user_errors
+def export(
+    data: DataOpt = Path("data"),
+    model_dir: ModelOpt = "artifacts/train",
+    split_dir: SplitOpt = Path("artifacts/split"),
+    out_dir: OutOpt = Path("artifacts/export"),
+) -> None:
+    """Export the model as a TensorFlow SavedModel and TFLite (float32, int8), each checked against Keras."""
+    _writable(out_dir)
+    from visionops import tracking
+    from visionops.export import export as run
+
+    result = run(model_dir, data, split_dir, out_dir)
+    for name, f in result["formats"].items():
+        verdict = "ok" if f["within_tolerance"] else "[yellow]outside its tolerance[/]"
+        out.print(
+            f"export: {name} → {out_dir / f['path']} ({f['bytes'] / 1e6:.1f} MB): max |Δp| {f['max_abs_diff']:.2g} "
+            f"(tolerance {f['tolerance']:g}, {verdict}), top-1 agreement {f['top1_agreement']:.0%} on "
+            f"{result['check_images']} test images"
+        )
+    run_id = _training_run(model_dir)
+    if run_id:
+        _log_or_warn("the exports", lambda: tracking.log_export(tracking.connect(), run_id, out_dir))
 
 
 @app.command("log-run")
@@ -277,15 +316,29 @@ def promote(
     data: DataOpt = Path("data"),
     artifacts: ArtifactsOpt = Path("artifacts"),
     out_dir: OutOpt = Path("artifacts/promote"),
+    replace_champion: Annotated[
+        str | None,
+        typer.Option(
+            "--replace-champion",
+            metavar="WHY",
+            help="Make this model champion without comparing it (e.g. the champion answers another task or has other "
+            "classes); the floors still apply and WHY is kept on the version.",
+        ),
+    ] = None,
 ) -> None:
     """Register the trained model as a new version (alias challenger); make it champion only if it wins."""
     from visionops.promote import promote as run
 
+    if replace_champion is not None and not replace_champion.strip():
+        raise UserError('--replace-champion needs the reason, e.g. --replace-champion "new task: orientation"')
     r = run(load_params(params), artifacts / "train" / "run.json", artifacts / "evaluate", data,
-            artifacts / "split", _writable(out_dir))  # fmt: skip
-    colour = {"promoted": "green", "kept": "yellow", "rejected": "red"}[r["decision"]]
+            artifacts / "split", _writable(out_dir), replace_champion)  # fmt: skip
+    colour = {"promoted": "green", "kept": "yellow", "rejected": "red", "incomparable": "yellow"}[r["decision"]]
     again = " (decided earlier)" if r["already_decided"] else ""
-    out.print(f"promote: {r['registered_model']} v{r['version']} [{colour}]{r['decision']}[/]{again}: {r['reason']}")
+    out.print(
+        f"promote: {r['registered_model']} v{r['version']} [{colour}]{r['decision']}[/]{again}: {escape(r['reason'])}",
+        soft_wrap=True,
+    )
     if r["champion_rescored"]:
         out.print(f"  champion v{r['champion_before']} was re-scored on this split ({out_dir}/champion_v*/)")
 

@@ -193,6 +193,9 @@ class EvaluateParams(_Section):
     calibration_bins: int = Field(default=10, ge=2, le=100)
     batch_size: int = Field(default=64, ge=1)
     holdout_dir: str | None = Field(default=None, description="An extra class-per-folder set scored the same way.")
+    gallery_per_class: int = Field(
+        default=12, ge=1, le=200, description="Misclassified images shown per true class in errors/gallery.*."
+    )
 
     @field_validator("holdout_dir")
     @classmethod

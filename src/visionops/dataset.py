@@ -1,7 +1,7 @@
 """Input pipeline: decode each image once, cache uint8 arrays, then shuffle → augment → batch per epoch.
 
-Decoding (OpenCV, EXIF orientation applied, grey / RGBA / 16-bit / CMYK turned into 8-bit RGB) happens
-once per image, into an array slightly larger than the training size (memory, or a .npy file on disk
+Decoding (visionops.preprocess: OpenCV, EXIF orientation applied, grey / RGBA / 16-bit / CMYK turned into
+8-bit RGB) happens once per image, into an array slightly larger than the training size (memory, or a .npy file on disk
 that later runs reuse). Each epoch then only crops and augments. Batches come from a
 ``keras.utils.PyDataset`` whose worker threads run albumentations: OpenCV releases the GIL, where a
 ``tf.numpy_function`` inside tf.data holds it (benchmarks/input_pipeline.py measures both).
@@ -24,36 +24,9 @@ import cv2
 import keras
 import numpy as np
 
+from visionops.preprocess import center_crop, load_square
+
 ROTATIONS = (0, 90, 180, 270)  # orientation task classes, degrees counter-clockwise
-
-
-def decode_rgb(data: bytes, source: str = "<bytes>") -> np.ndarray:
-    """Decode image bytes to an 8-bit RGB array, honouring EXIF orientation.
-
-    Raises:
-        ValueError: OpenCV cannot decode the bytes; the message names ``source``.
-    """
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)  # any depth/channels → 8-bit BGR
-    if image is None:
-        raise ValueError(f"{source}: OpenCV cannot decode this file; run the validate stage to quarantine it")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
-def load_square(path: Path, side: int) -> np.ndarray:
-    """Read an image file and return its centre square resized to ``side``×``side`` (RGB uint8)."""
-    image = decode_rgb(Path(path).read_bytes(), str(path))
-    h, w = image.shape[:2]
-    scale = side / min(h, w)
-    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    image = cv2.resize(image, (max(side, round(w * scale)), max(side, round(h * scale))), interpolation=interpolation)
-    return center_crop(image, side)
-
-
-def center_crop(image: np.ndarray, size: int) -> np.ndarray:
-    """The centred ``size``×``size`` window of an (H, W, C) image at least that large."""
-    h, w = image.shape[:2]
-    top, left = (h - size) // 2, (w - size) // 2
-    return image[top : top + size, left : left + size]
 
 
 def cache_images(paths: Sequence[Path], side: int, cache_dir: Path | None = None, workers: int = 2) -> np.ndarray:

@@ -1,11 +1,14 @@
 """The evaluate stage: score the trained model on the test split (and an optional hold-out folder).
 
-Writes metrics.json (a DVC metric), per_class.csv and predictions.csv (DVC plots), confusion_matrix.png and
-params.json. The orientation task scores all four rotations of every test image.
+Writes metrics.json (a DVC metric), per_class.csv and predictions.csv (DVC plots), confusion_matrix.png,
+params.json and errors/ (what the model gets wrong: gallery.png, gallery.html, misclassified.csv,
+per_class_errors.csv). The orientation task scores all four rotations of every test image. A model is never
+scored on data labelled with classes it does not know: that stops with both class sets named.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,12 +24,13 @@ from sklearn.metrics import (
 )
 
 from visionops.config import EvaluateParams, save_resolved
+from visionops.contracts import check_labels, read_split
 from visionops.dataset import ROTATIONS, Batches, cache_images
 from visionops.files import atomic_write_bytes, atomic_write_text, write_json
+from visionops.gallery import write_gallery
 from visionops.model import load_trained
 from visionops.plots import plot_confusion
 from visionops.predict import image_files
-from visionops.train import read_split
 
 
 @dataclass(frozen=True)
@@ -104,25 +108,18 @@ def _score_and_write(model, info, paths, labels, rel_paths, params, out_dir: Pat
     atomic_write_text(out_dir / "predictions.csv", predictions.to_csv(index=False, lineterminator="\n"))
     atomic_write_text(out_dir / "per_class.csv", scores.per_class.round(6).to_csv(index=False, lineterminator="\n"))
     atomic_write_bytes(out_dir / "confusion_matrix.png", plot_confusion(scores.confusion, classes, title))
+    seen = functools.partial(batches.example, rng=None)  # example j as the model saw it (centre crop, rotation)
+    write_gallery(out_dir / "errors", predictions, classes, seen, params.gallery_per_class, title)
     return scores.metrics
 
 
-def holdout_files(root: Path, classes: list[str], task: str) -> tuple[list[Path], list[str]]:
-    """Image files of a class-per-folder hold-out set, with labels (folder names) checked against the model's.
-
-    Raises:
-        ValueError: a folder is not one of the model's classes.
-    """
+def holdout_files(root: Path) -> tuple[list[Path], list[str]]:
+    """Image files of a class-per-folder hold-out set, with their labels (folder names); loose files are skipped."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"evaluate.holdout_dir: {root} is not a folder")
     files = [p for p in image_files(root) if len(p.relative_to(root).parts) > 1]  # (loose files have no label)
-    labels = [p.relative_to(root).parts[0] for p in files]
-    if task == "classification":
-        unknown = sorted(set(labels) - set(classes))
-        if unknown:
-            raise ValueError(f"evaluate.holdout_dir: folders {unknown} are not classes of the model ({classes})")
-    return files, labels
+    return files, [p.relative_to(root).parts[0] for p in files]
 
 
 def evaluate(model_dir: Path, data_dir: Path, split_dir: Path, params: EvaluateParams, out_dir: Path) -> dict:
@@ -137,18 +134,23 @@ def evaluate(model_dir: Path, data_dir: Path, split_dir: Path, params: EvaluateP
 
     Returns:
         The content of metrics.json.
+
+    Raises:
+        ClassMismatchError: the test split or the hold-out folder holds classes the model was not trained on.
     """
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     model, info = load_trained(model_dir)
     lists, split_info = read_split(split_dir)
     test = lists["test"]
+    check_labels(list(test["label"]), info, f"model {model_dir}", f"the test split {Path(split_dir) / 'test.csv'}")
     labels = [0] * len(test) if info["task"] == "orientation" else [info["classes"].index(x) for x in test["label"]]
     metrics = _score_and_write(
         model, info, [data_dir / p for p in test["path"]], labels, list(test["path"]), params, out_dir, "test split"
     )
     metrics["split_id"] = split_info["split_id"]
     if params.holdout_dir:
-        files, names = holdout_files(Path(params.holdout_dir), info["classes"], info["task"])
+        files, names = holdout_files(Path(params.holdout_dir))
+        check_labels(names, info, f"model {model_dir}", f"evaluate.holdout_dir {params.holdout_dir}")
         held = [0] * len(files) if info["task"] == "orientation" else [info["classes"].index(n) for n in names]
         rel = [p.relative_to(params.holdout_dir).as_posix() for p in files]
         metrics["holdout"] = _score_and_write(

@@ -14,6 +14,7 @@ import keras
 import tensorflow as tf
 
 from visionops.config import ConfigError, TrainParams
+from visionops.contracts import check_outputs
 from visionops.errors import UserError
 from visionops.files import sha256_file
 
@@ -288,7 +289,7 @@ def is_model_uri(value: Path | str) -> bool:
 
 
 def load_trained(model: Path | str) -> tuple[keras.Model, dict]:
-    """A trained model and its class names, task and input size.
+    """A trained model and its class names, task and input size, checked against each other.
 
     Args:
         model: model.keras (classes.json beside it), the train stage's folder, or an MLflow model URI such as
@@ -296,18 +297,22 @@ def load_trained(model: Path | str) -> tuple[keras.Model, dict]:
 
     Raises:
         FileNotFoundError: no model file, or no classes.json beside it.
+        ClassMismatchError: the model's outputs or input size disagree with the class list stored with it.
     """
     if is_model_uri(model):
         from visionops import tracking  # (MLflow: imported only for a model URI)
 
         with tempfile.TemporaryDirectory(prefix="visionops-model-") as tmp:
             path, info = tracking.fetch_model(str(model), Path(tmp))
-            return load_model(path), info
-    model = Path(model)
-    path = model / "model.keras" if model.is_dir() else model
-    info_path = path.parent / "classes.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such model file; train one with `dvc repro train`")
-    if not info_path.is_file():
-        raise FileNotFoundError(f"{info_path} not found: the model's class names and input size are stored there")
-    return load_model(path), json.loads(info_path.read_text())
+            loaded = load_model(path)
+    else:
+        model = Path(model)
+        path = model / "model.keras" if model.is_dir() else model
+        info_path = path.parent / "classes.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such model file; train one with `dvc repro train`")
+        if not info_path.is_file():
+            raise FileNotFoundError(f"{info_path} not found: the model's class names and input size are stored there")
+        loaded, info = load_model(path), json.loads(info_path.read_text())
+    check_outputs(loaded.output_shape[-1], loaded.input_shape[1], info, str(model))
+    return loaded, info

@@ -46,3 +46,33 @@ def plot_history(history: pd.DataFrame) -> bytes:
         ax.set(xlabel="epoch", title=metric)
         ax.legend()
     return _png(fig)
+
+
+def plot_thumbnails(rows: list[tuple[str, list[tuple[np.ndarray, str]]]], title: str) -> bytes:
+    """A grid of captioned images, one row per group (its name at the left), as PNG bytes.
+
+    Args:
+        rows: (group name, [(RGB uint8 image, caption), ...]) per row.
+        title: the figure's title.
+    """
+    if not rows:
+        fig, ax = plt.subplots(figsize=(5, 1.2), dpi=100)
+        ax.axis("off")
+        ax.text(0.5, 0.5, f"{title}: none", ha="center", va="center")
+        return _png(fig)
+    columns = max(len(images) for _, images in rows)
+    fig, axes = plt.subplots(
+        len(rows), columns, figsize=(1.6 * columns + 0.6, 1.95 * len(rows)), dpi=100, squeeze=False
+    )
+    for r, (name, images) in enumerate(rows):
+        for c, ax in enumerate(axes[r]):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c >= len(images):
+                ax.axis("off")
+                continue
+            ax.imshow(images[c][0])
+            ax.set_xlabel(images[c][1], fontsize=7)
+        axes[r][0].set_ylabel(name, fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    return _png(fig)

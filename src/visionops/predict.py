@@ -7,10 +7,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from visionops.dataset import center_crop, load_square
+from visionops import serving
 from visionops.files import atomic_write_text
 from visionops.model import load_trained
+from visionops.preprocess import model_input
 from visionops.probe import is_hidden
+from visionops.serving import ImageClassifier
 
 
 def image_files(source: Path) -> list[Path]:
@@ -24,12 +26,12 @@ def image_files(source: Path) -> list[Path]:
 
 
 def predict(
-    model: Path, source: Path, out_csv: Path | None = None, top_k: int = 3, batch_size: int = 64
+    model: Path | str, source: Path, out_csv: Path | None = None, top_k: int = 3, batch_size: int = 64
 ) -> pd.DataFrame:
     """Predict every image under ``source``; files that cannot be decoded get an ``error`` instead.
 
     Args:
-        model: a model.keras file (with classes.json beside it) or its folder.
+        model: a model.keras file (with classes.json beside it), its folder, or an MLflow model URI.
         source: an image file or a folder.
         out_csv: where to write the table; None only returns it.
         top_k: how many labels per image.
@@ -38,26 +40,25 @@ def predict(
     Returns:
         One row per file: path, label_1, p_1, …, label_k, p_k, error.
     """
-    keras_model, info = load_trained(model)
-    classes, size, side = info["classes"], info["image_size"], info["resize_side"]
+    classifier = ImageClassifier(*load_trained(model))  # the served model's code: the same answers as serving
+    classes, size, side = classifier.info["classes"], classifier.info["image_size"], classifier.info["resize_side"]
     k = min(top_k, len(classes))
     files = image_files(source)
     rows: list[dict] = []
     for start in range(0, len(files), batch_size):
-        chunk, arrays = files[start : start + batch_size], []
+        chunk, arrays, ok_rows = files[start : start + batch_size], [], []
         for file in chunk:
+            row = {"path": str(file), "error": ""}
             try:
-                arrays.append(center_crop(load_square(file, side), size))
-                rows.append({"path": str(file), "error": ""})
+                arrays.append(model_input(file.read_bytes(), side, size, str(file)))
+                ok_rows.append(row)
             except (ValueError, OSError) as err:
-                rows.append({"path": str(file), "error": str(err)})
-        if not arrays:
-            continue
-        probs = keras_model.predict(np.stack(arrays).astype(np.float32), verbose=0)
-        ok_rows = [r for r in rows[-len(chunk) :] if not r["error"]]
-        for row, p in zip(ok_rows, probs, strict=True):
-            for rank, c in enumerate(np.argsort(p)[::-1][:k], start=1):
-                row[f"label_{rank}"], row[f"p_{rank}"] = classes[c], round(float(p[c]), 6)
+                row["error"] = str(err)
+            rows.append(row)
+        if arrays:
+            answers = serving.top_k(classifier.probabilities(np.stack(arrays)), classes, k)
+            for row, answer in zip(ok_rows, answers, strict=True):
+                row.update(answer)
     columns = ["path"] + [f"{x}_{r}" for r in range(1, k + 1) for x in ("label", "p")] + ["error"]
     table = pd.DataFrame(rows, columns=columns)
     if out_csv is not None:

@@ -1,9 +1,16 @@
 """The promote stage: register the run's model, call it ``challenger``, and make it ``champion`` only if it wins.
 
-A candidate becomes champion when it passes the floors (``promote.min_metric``, ``promote.require_pretrained``)
-and beats the current champion on ``promote.metric`` by at least ``promote.min_delta`` *on the same test split*:
-a champion scored on another split is re-scored on this one first, and the score is kept as a version tag so it
-happens once. The replaced champion keeps the alias ``previous_champion`` (``visionops rollback`` restores it).
+A candidate is compared with the champion only when both answer the same question: same task, same classes in
+the same order, same input size and preprocessing (:func:`visionops.contracts.mismatch`, checked before any
+scoring). Otherwise it stays ``challenger`` with the decision ``incomparable``, naming both sides, and the stage
+succeeds: register it under a new ``promote.registered_model``, or replace the champion knowingly with
+``visionops promote --replace-champion "<why>"`` (the floors still apply; the why is kept as a tag).
+A comparable candidate becomes champion when it passes the floors (``promote.min_metric``,
+``promote.require_pretrained``) and beats the current champion on ``promote.metric`` by at least
+``promote.min_delta`` *on the same test split*: a champion scored on another split is re-scored on this one first,
+and the score is kept as a version tag so it happens once. Each version gets a generated model card
+(:mod:`visionops.modelcard`) as its description. The replaced champion keeps the alias ``previous_champion``
+(``visionops rollback`` restores it).
 Decisions happen under the registry's promotion lock, so promotions racing each other are decided one after the
 other and the better model ends as champion. Aliases and tags only: MLflow's stages are deprecated.
 """
@@ -16,10 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from visionops import tracking
+from visionops import modelcard, tracking
 from visionops.config import ConfigError, Params, PromoteParams
+from visionops.contracts import mismatch
 from visionops.errors import UserError
-from visionops.files import write_json
+from visionops.files import atomic_write_text, write_json
 from visionops.tracking import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION
 
 
@@ -27,7 +35,7 @@ from visionops.tracking import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION
 class Decision:
     """What promote did with a candidate, and why, in words a reviewer can check."""
 
-    action: Literal["promoted", "kept", "rejected"]
+    action: Literal["promoted", "kept", "rejected", "incomparable"]
     reason: str
 
 
@@ -72,8 +80,16 @@ def _champion_score(client, champion, split_id: str, params: Params, data_dir: P
     return float(metrics[metric]), True
 
 
-def promote(params: Params, run_file: Path, eval_dir: Path, data_dir: Path, split_dir: Path, out_dir: Path) -> dict:
-    """Run the promote stage and write ``out_dir/decision.json``.
+def promote(
+    params: Params,
+    run_file: Path,
+    eval_dir: Path,
+    data_dir: Path,
+    split_dir: Path,
+    out_dir: Path,
+    replace_champion: str | None = None,
+) -> dict:
+    """Run the promote stage and write ``out_dir/decision.json`` and ``out_dir/model_card.md``.
 
     Args:
         params: the whole params.yaml (``promote`` decides; ``evaluate`` is used to re-score a champion).
@@ -81,7 +97,9 @@ def promote(params: Params, run_file: Path, eval_dir: Path, data_dir: Path, spli
         eval_dir: the evaluate stage's folder (metrics.json: the candidate's scores and split_id).
         data_dir: the image root, for re-scoring a champion on this split.
         split_dir: the split stage's folder.
-        out_dir: where decision.json (and a re-scored champion's reports) go.
+        out_dir: where decision.json, model_card.md (and a re-scored champion's reports) go.
+        replace_champion: why the candidate may replace the champion without being compared (``--replace-champion``);
+            the floors still apply. None: compare, or refuse to compare unlike models.
 
     Returns:
         The content of decision.json.
@@ -106,30 +124,86 @@ def promote(params: Params, run_file: Path, eval_dir: Path, data_dir: Path, spli
                                            tracking.version_tags(metrics, split_id, run_tags))  # fmt: skip
     with tracking.registry_lock(client, p.registered_model, p.lock_timeout_s):
         version = tracking.get_version(client, p.registered_model, registered.version)
-        if "decision" in version.tags:  # promote ran for this run already (a rerun): report, do not decide twice
+        # A rerun for the same run reports the earlier decision instead of deciding twice, unless it is asked to
+        # replace the champion (after an `incomparable` decision, say) and the version is not champion already.
+        replace = None if version.tags.get("decision") == "promoted" else replace_champion
+        if "decision" in version.tags and replace is None:
             result = _result(p, version, metrics[p.metric], version.tags, already=True)
         else:
-            result = _decide_and_apply(client, params, version, metrics[p.metric], split_id, run_tags, data_dir,
-                                       split_dir, out_dir)  # fmt: skip
+            candidate = Candidate(metrics[p.metric], split_id, run_tags, replace)
+            result = _decide_and_apply(client, params, version, candidate, data_dir, split_dir, out_dir)
+    card = modelcard.render(
+        modelcard.facts(Path(eval_dir).parent),
+        p.registered_model,
+        result["version"],
+        {
+            **run_tags,
+            "run_id": run_id,
+            "run_name": run_tags.get("mlflow.runName", run_id),
+            "model_uri": run_tags[tracking.MODEL_URI_TAG],
+        },
+        result,
+    )
+    tracking.publish_card(client, p.registered_model, result["version"], run_tags[tracking.MODEL_URI_TAG], card)
+    atomic_write_text(Path(out_dir) / "model_card.md", card)
     write_json(Path(out_dir) / "decision.json", result)
     return result
 
 
-def _decide_and_apply(client, params: Params, version, score: float, split_id: str, run_tags: dict, data_dir: Path,
-                      split_dir: Path, out_dir: Path) -> dict:  # fmt: skip
-    p, name = params.promote, params.promote.registered_model
+@dataclass(frozen=True)
+class Candidate:
+    """The model being promoted: its score on its test split, its run's tags, and a replacement request."""
+
+    score: float
+    split_id: str
+    run_tags: dict
+    replace: str | None = None
+
+
+def _unlike(candidate_uri: str, champion) -> str | None:
+    """Why the candidate cannot be compared with the champion (different interface, unreadable files), or None."""
+    ours = tracking.model_metadata(candidate_uri)
+    try:
+        theirs = tracking.model_metadata(champion.source)
+    except tracking.ModelUnreadable as exc:
+        return f"champion v{champion.version} cannot be read ({exc}), so it can neither be scored nor served"
+    return mismatch(ours, theirs, f"champion v{champion.version}")
+
+
+def _decide_and_apply(
+    client, params: Params, version, candidate: Candidate, data_dir: Path, split_dir: Path, out_dir: Path
+) -> dict:
+    p, name, score = params.promote, params.promote.registered_model, candidate.score
     tracking.set_alias(client, name, CHALLENGER, version.version)
     champion = tracking.version_by_alias(client, name, CHAMPION)
-    champion_score, rescored = None, False
+    pretrained = candidate.run_tags.get("weights.used") in ("imagenet", "file")
+    tags = {"decision.metric": p.metric, "decision.at": _now()}
+    unlike = _unlike(candidate.run_tags[tracking.MODEL_URI_TAG], champion) if champion is not None else None
     if champion is not None:
-        champion_score, rescored = _champion_score(client, champion, split_id, params, data_dir, split_dir, out_dir)
-    pretrained = run_tags.get("weights.used") in ("imagenet", "file")
-    decision = decide(score, champion_score, p, pretrained, champion.version if champion else "")
-    tags = {"decision": decision.action, "decision.reason": decision.reason, "decision.metric": p.metric,
-            "decision.at": _now()}  # fmt: skip
-    if champion is not None:
-        tags.update({"decision.compared_with": str(champion.version), "decision.champion_score": str(champion_score),
-                     "decision.champion_rescored": str(rescored).lower()})  # fmt: skip
+        tags["decision.compared_with"] = str(champion.version)
+    if champion is not None and candidate.replace is not None:  # a person decided: floors only, the why is kept
+        floors = decide(score, None, p, pretrained)
+        reason = f"replaces champion v{champion.version} uncompared (--replace-champion: {candidate.replace})"
+        reason += f"; {unlike}" if unlike else ""
+        decision = Decision(floors.action, reason if floors.action == "promoted" else floors.reason)
+        tags["decision.replace_reason"] = candidate.replace
+    elif unlike is not None:
+        fix = (
+            f"Register it under a new name (e.g. `-S promote.registered_model={name}-{_suffix(candidate.run_tags)}`)"
+            f', or replace the champion knowingly: `visionops promote --replace-champion "<why>"`'
+        )
+        decision = Decision("incomparable", f"not compared with champion v{champion.version}: {unlike}. {fix}")
+    else:
+        champion_score, rescored = None, False
+        if champion is not None:
+            champion_score, rescored = _champion_score(
+                client, champion, candidate.split_id, params, data_dir, split_dir, out_dir
+            )
+            tags.update(
+                {"decision.champion_score": str(champion_score), "decision.champion_rescored": str(rescored).lower()}
+            )
+        decision = decide(score, champion_score, p, pretrained, champion.version if champion else "")
+    tags.update({"decision": decision.action, "decision.reason": decision.reason})
     if decision.action == "promoted":
         if champion is not None:
             tags["previous_champion"] = str(champion.version)  # the chain `visionops rollback` walks back
@@ -137,6 +211,12 @@ def _decide_and_apply(client, params: Params, version, score: float, split_id: s
         tracking.set_alias(client, name, CHAMPION, version.version)
     tracking.tag_version(client, name, version.version, tags)
     return _result(p, version, score, tags, already=False)
+
+
+def _suffix(run_tags: dict) -> str:
+    """A registered-model suffix that tells this kind of model apart: its task, or its run's short commit."""
+    task = run_tags.get("task", "classification")
+    return task if task != "classification" else f"{run_tags.get('git.commit', 'new')[:7]}"
 
 
 def _result(p: PromoteParams, version, score: float, tags: dict, already: bool) -> dict:
@@ -147,7 +227,7 @@ def _result(p: PromoteParams, version, score: float, tags: dict, already: bool) 
         "champion_before": tags.get("decision.compared_with"),
         "champion_score": _float(tags.get("decision.champion_score")),
         "champion_rescored": tags.get("decision.champion_rescored") == "true", "already_decided": already,
-        "params": p.model_dump(mode="json"),
+        "replace_reason": tags.get("decision.replace_reason"), "params": p.model_dump(mode="json"),
     }  # fmt: skip
 
 

@@ -12,23 +12,26 @@ import contextlib
 import json
 import os
 import platform
+import shutil
 import subprocess
+import tempfile
 import urllib.parse
 import urllib.request
+import warnings
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 import mlflow
-import numpy as np
 import pandas as pd
 import yaml
 from mlflow import MlflowClient
 from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.models import ModelSignature
-from mlflow.types import Schema, TensorSpec
+from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
 from visionops.config import Params, TrainParams
+from visionops.contracts import DEFAULT_TOP_K
 from visionops.errors import UserError
 from visionops.files import atomic_write_text, project_root, project_store, store_root
 
@@ -217,19 +220,16 @@ def _datasets(client: MlflowClient, run_id: str, root: Path, split_dir: Path, da
     client.log_inputs(run_id, datasets=inputs)
 
 
-def log_training(
-    client: MlflowClient, run_id: str, params: Params, root: Path, artifacts: Path, model: Any = None
-) -> str:
+def log_training(client: MlflowClient, run_id: str, params: Params, root: Path, artifacts: Path) -> str:
     """Log a finished training from the stages' folders under ``artifacts`` (validate/, split/, train/).
 
     Logs params, per-epoch metrics, dataset inputs, tags (weights used, task, device), the files a reviewer
     needs (params.yaml, dvc.lock, augmentation preview, curves, TensorBoard logs, GE Data Docs and summary)
-    and the Keras model with its signature and the class names and input size as metadata.
+    and the model, served by :mod:`visionops.serving`, with the class names and input size as metadata.
 
     Args:
         client: the tracking client; run_id: the run to log into; params: the resolved params.yaml.
         root: the project root (params.yaml, dvc.lock, data.dvc); artifacts: the stages' output folders.
-        model: the trained Keras model when the caller holds it (saves reloading it from train/model.keras).
 
     Returns:
         The logged model's URI (``models:/m-...``), also kept as the run's ``visionops.model_uri`` tag.
@@ -242,10 +242,6 @@ def log_training(
     _datasets(client, run_id, root, split_dir, tags["data.dvc_md5"] or tags["split_id"])
     weights = json.loads((train_dir / "weights.json").read_text())
     info = json.loads((train_dir / "classes.json").read_text())
-    if model is None:
-        from visionops.model import load_trained
-
-        model, _ = load_trained(train_dir)
     tags.update({"weights.used": weights["used"], "weights.requested": str(weights["requested"]),
                  "task": info["task"], "model": info["model"], "device.gpu": str(info["gpu"]).lower(),
                  "device.strategy": info.get("strategy", "default"),
@@ -262,21 +258,51 @@ def log_training(
     for folder, target in folders.items():
         if folder.is_dir():
             client.log_artifacts(run_id, str(folder), target)
-    size = info["image_size"]
-    signature = ModelSignature(  # RGB 0-255 in, class probabilities out (no forward pass needed to infer it)
-        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, size, size, 3), "image")]),
-        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, len(info["classes"])), "probabilities")]),
-    )
     with mlflow.start_run(run_id=run_id):
-        model_info = mlflow.keras.log_model(
-            # No input_example: MLflow 3.17's Keras flavour writes it before it creates the model folder and
-            # fails (FileNotFoundError .../model/input_example.json). The signature carries the input shape.
-            model, name="model",
-            signature=signature,
-            pip_requirements=[f"keras=={version('keras')}", f"tensorflow=={_tensorflow_version()}"],
-            metadata={k: info[k] for k in ("classes", "task", "image_size", "resize_side", "model")},
-        )  # fmt: skip
-        mlflow.set_tags({MODEL_URI_TAG: model_info.model_uri, LOGGED_TRAINING: "true"})
+        model_uri = _log_classifier(train_dir, info)
+        mlflow.set_tags({MODEL_URI_TAG: model_uri, LOGGED_TRAINING: "true"})
+    return model_uri
+
+
+def _log_classifier(train_dir: Path, info: dict) -> str:
+    """Log model.keras + classes.json as a pyfunc model served by visionops.serving; returns its models:/ URI.
+
+    The model ships this package's code (``code_paths``), so the served model preprocesses images with the code
+    it was trained with, in any environment that has the pip requirements. The signature has outputs and the
+    ``top_k`` param but no input schema: the model takes encoded images *or* tensors, which no single MLflow input
+    schema allows, so :mod:`visionops.serving` checks the input and decodes the base64 images itself.
+    """
+    import visionops
+
+    k = min(DEFAULT_TOP_K, len(info["classes"]))
+    columns = (("string", "label"), ("double", "p"))
+    outputs = [ColSpec(kind, f"{name}_{rank}") for rank in range(1, k + 1) for kind, name in columns]
+    signature = ModelSignature(outputs=Schema(outputs), params=ParamSchema([ParamSpec("top_k", "long", k)]))
+    with tempfile.TemporaryDirectory(prefix="visionops-log-") as tmp:
+        data, code = Path(tmp) / "classifier", Path(tmp) / "visionops"
+        data.mkdir()
+        for name in ("model.keras", "classes.json"):
+            shutil.copy2(train_dir / name, data / name)
+        shutil.copytree(Path(visionops.__file__).parent, code, ignore=shutil.ignore_patterns("__pycache__"))
+        requirements = [
+            f"keras=={version('keras')}",
+            f"tensorflow=={_tensorflow_version()}",
+            f"opencv-python-headless=={version('opencv-python-headless')}",
+            f"numpy=={version('numpy')}",
+        ]
+        with warnings.catch_warnings():
+            # No input example: one would make MLflow load the model and predict in the train process; the model
+            # card and README show the requests. (MLflow warns about the missing example on every log.)
+            warnings.filterwarnings("ignore", message=".*An input example was not provided")
+            model_info = mlflow.pyfunc.log_model(
+                name="model",
+                loader_module="visionops.serving",
+                data_path=str(data),
+                code_paths=[str(code)],
+                signature=signature,
+                pip_requirements=requirements,
+                metadata={key: info[key] for key in ("classes", "task", "image_size", "resize_side", "model")},
+            )
     return model_info.model_uri
 
 
@@ -289,7 +315,7 @@ def _tensorflow_version() -> str:
 
 
 def log_evaluation(client: MlflowClient, run_id: str, eval_dir: Path) -> None:
-    """Log evaluate's metrics (prefixed ``test_``, hold-out ``holdout_``) and reports into the training run."""
+    """Log evaluate's metrics (prefixed ``test_``, hold-out ``holdout_``), reports and error gallery into the run."""
     metrics = json.loads((eval_dir / "metrics.json").read_text())
     flat = {f"test_{k}": v for k, v in metrics.items() if isinstance(v, int | float)}
     flat.update({f"holdout_{k}": v for k, v in metrics.get("holdout", {}).items() if isinstance(v, int | float)})
@@ -297,9 +323,16 @@ def log_evaluation(client: MlflowClient, run_id: str, eval_dir: Path) -> None:
     client.log_batch(run_id, metrics=[Metric(k, float(v), start, 0) for k, v in flat.items() if v is not None])
     for name in ("metrics.json", "per_class.csv", "predictions.csv", "confusion_matrix.png"):
         client.log_artifact(run_id, str(eval_dir / name), "evaluation")
+    if (eval_dir / "errors").is_dir():  # the misclassified gallery (page, PNG, tables)
+        client.log_artifacts(run_id, str(eval_dir / "errors"), "evaluation/errors")
     client.set_tag(run_id, "evaluated_split_id", metrics["split_id"])
     client.set_tag(run_id, LOGGED_EVALUATION, "true")
     client.set_terminated(run_id, "FINISHED")
+
+
+def log_export(client: MlflowClient, run_id: str, export_dir: Path) -> None:
+    """Log the export stage's files (SavedModel, TFLite files, labels.txt, export.json) into the run, under export/."""
+    client.log_artifacts(run_id, str(export_dir), "export")
 
 
 def read_run_file(path: Path) -> dict:
@@ -318,8 +351,38 @@ def read_run_file(path: Path) -> dict:
 CHAMPION, CHALLENGER, PREVIOUS_CHAMPION = "champion", "challenger", "previous_champion"
 
 
+class ModelUnreadable(UserError):
+    """A logged or registered model's files cannot be read, or it was logged without visionops' metadata."""
+
+
+def _checked_metadata(uri: str, metadata: dict | None) -> dict:
+    missing = {"classes", "task", "image_size", "resize_side"} - set(metadata or {})
+    if missing:
+        raise ModelUnreadable(
+            f"{uri}: logged without {sorted(missing)} in its metadata; log it with `visionops train`."
+        )
+    return dict(metadata)
+
+
+def model_metadata(uri: str) -> dict:
+    """The metadata (classes, task, image_size, resize_side, model) of a logged or registered model, read from its
+    MLmodel file alone (the weights are not downloaded).
+
+    Raises:
+        ModelUnreadable: its files are gone or unreachable, or it carries no visionops metadata.
+    """
+    try:
+        metadata = mlflow.models.get_model_info(uri).metadata
+    except (mlflow.exceptions.MlflowException, OSError) as exc:
+        raise ModelUnreadable(
+            f"the files of {uri} cannot be read from {shown_uri(tracking_uri())} ({getattr(exc, 'message', exc)}): "
+            "deleted or moved, or the artifact store is unreachable"
+        ) from None
+    return _checked_metadata(uri, metadata)
+
+
 def fetch_model(uri: str, dest: Path) -> tuple[Path, dict]:
-    """Download a logged or registered Keras model into ``dest``.
+    """Download a logged or registered model into ``dest``.
 
     Returns:
         The model.keras file and the metadata it was logged with (classes, task, image_size, resize_side, model).
@@ -333,11 +396,17 @@ def fetch_model(uri: str, dest: Path) -> tuple[Path, dict]:
     except mlflow.exceptions.MlflowException as exc:
         raise UserError(f"{uri}: no such model in {shown_uri(tracking_uri())} ({exc.message}). List them with "
                         "`visionops registry`.") from None  # fmt: skip
-    metadata = mlflow.models.Model.load(local / "MLmodel").metadata or {}
-    missing = {"classes", "task", "image_size", "resize_side"} - set(metadata)
-    if missing:
-        raise UserError(f"{uri}: logged without {sorted(missing)} in its metadata; log it with `visionops train`.")
+    metadata = _checked_metadata(uri, mlflow.models.Model.load(local / "MLmodel").metadata)
     return next(local.rglob("*.keras")), metadata
+
+
+def publish_card(client: MlflowClient, name: str, version: str, model_uri: str, card: str) -> None:
+    """Make ``card`` (markdown) the description of version ``version`` and log it with its model (model_card.md)."""
+    client.update_model_version(name, version, description=card)
+    with tempfile.TemporaryDirectory(prefix="visionops-card-") as tmp:
+        path = Path(tmp) / "model_card.md"
+        path.write_text(card, encoding="utf-8")
+        client.log_model_artifact(model_uri.removeprefix("models:/"), str(path))
 
 
 def version_tags(metrics: dict, split_id: str, run_tags: dict[str, str]) -> dict[str, str]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 import shutil
 import sys
@@ -29,6 +28,7 @@ import tensorflow as tf
 
 from visionops.augment import build_augment, preview_grid
 from visionops.config import AugmentStep, TrainParams, save_resolved
+from visionops.contracts import read_split
 from visionops.dataset import ROTATIONS, Batches, balanced_class_weights, cache_images
 from visionops.files import atomic_write_bytes, atomic_write_text, dump_json, write_json
 from visionops.model import (
@@ -54,20 +54,6 @@ class TrainResult:
     history: pd.DataFrame
     weights: WeightsUsed
     classes: list[str]
-    model: keras.Model  # the trained model, as saved: lets the caller log it without loading it again
-
-
-def read_split(split_dir: Path) -> tuple[dict[str, pd.DataFrame], dict]:
-    """The train/val/test lists and split.json of the split stage.
-
-    Raises:
-        FileNotFoundError: the split stage has not run.
-    """
-    split_dir = Path(split_dir)
-    if not (split_dir / "split.json").is_file():
-        raise FileNotFoundError(f"{split_dir}/split.json not found: run the split stage first (`dvc repro split`).")
-    lists = {s: pd.read_csv(split_dir / f"{s}.csv", dtype=str, keep_default_na=False) for s in ("train", "val", "test")}
-    return lists, json.loads((split_dir / "split.json").read_text())
 
 
 def class_names(split_info: dict, task: str) -> list[str]:
@@ -156,7 +142,7 @@ def train(
         write_json(write_dir / "classes.json", {**info, "batchnorm_frozen": frozen_bn, **device})
         save_resolved({"train": params, "augment": augment}, write_dir)
         shutil.rmtree(resume, ignore_errors=True)
-    return TrainResult(write_dir / "model.keras", history, weights, classes, model)
+    return TrainResult(write_dir / "model.keras", history, weights, classes)
 
 
 def global_batch_size(batch_size: int, strategy: tf.distribute.Strategy) -> int:

@@ -62,6 +62,7 @@ def test_pull_repro_experiment_then_nothing_to_do(project_copy: Path) -> None:
     assert "top_3_accuracy" in (project_copy / "artifacts/evaluate/metrics.json").read_text()
 
     _two_runs_the_better_is_champion_a_worse_third_stays_challenger(project_copy)
+    _data_with_other_classes_ends_green_and_uncompared(project_copy)
 
     plots = run(["dvc", "plots", "show", "-o", "plots_out"], cwd=project_copy).stdout
     assert (project_copy / "plots_out" / "index.html").is_file(), plots
@@ -109,6 +110,24 @@ def _two_runs_the_better_is_champion_a_worse_third_stays_challenger(project: Pat
     assert str(client.get_model_version_by_alias(name, "challenger").version) == "3"
     runs = {client.get_model_version(name, v).run_id for v in ("1", "2", "3")}
     assert len(runs) == 3, "one MLflow run per training"
+
+
+def _data_with_other_classes_ends_green_and_uncompared(project: Path) -> None:
+    """The issue's first run on a user's own data (other classes, params unchanged): every stage runs, promote
+    keeps the model as challenger without comparing it, and `dvc repro` ends green (it crashed re-scoring)."""
+    import shutil
+
+    classes = sorted(p.name for p in (project / "data").iterdir() if p.is_dir())
+    shutil.rmtree(project / "data" / classes[-1])  # the new dataset: one class fewer
+    run(["dvc", "add", "-q", "data"], cwd=project)
+    done = run(["dvc", "exp", "run", *TINY, *RULE], cwd=project)
+    assert _ran(done.stdout) == {"validate", "split", "train", "evaluate", "promote"} and "Traceback" not in done.stderr
+    decision = _decision(project)
+    assert (decision["version"], decision["decision"]) == ("4", "incomparable"), decision
+    assert decision["champion_score"] is None and not list((project / "artifacts/promote").glob("champion_v*"))
+    ours, theirs = ", ".join(classes[:-1]), ", ".join(classes)
+    assert f"classes differ: this model has [{ours}] (3), champion v" in decision["reason"]
+    assert f"has [{theirs}] (4)" in decision["reason"] and "promote.registered_model=" in decision["reason"]
 
 
 def _the_local_mlflow_store_holds_the_run(project: Path) -> None:

@@ -1,4 +1,5 @@
-"""The Model Registry against a real `mlflow server`: racing promotions, re-scoring, rollback, models:/ URIs, serving.
+"""The Model Registry against a real `mlflow server`: racing promotions, re-scoring, rollback, models:/ URIs, unlike
+models never compared, model cards, exports, and `mlflow models serve` answering images with class names.
 
 Scores of tiny models are noise, so the tests compare them by ECE (continuous, never tied) with min_delta 0 and
 assert what the rule must give for the measured scores, whichever model happens to be better.
@@ -6,8 +7,10 @@ assert what the rule must give for the measured scores, whichever model happens 
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -15,8 +18,11 @@ import time
 import urllib.request
 from pathlib import Path
 
+import mlflow
+import numpy as np
 import pandas as pd
 import pytest
+from corpus import exif_rotated_jpeg, write
 from helpers import MlflowServer, cli, free_port, run, tiny_project, tool_env
 from mlflow import MlflowClient
 
@@ -28,7 +34,7 @@ from visionops.tracking import score_tag
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 TRAIN = """
 train: {{image_size: 32, weights: null, batch_size: 8, workers: 1, seed: {seed}, head: {{epochs: 1}},
-        finetune: {{epochs: {epochs}}}}}
+        finetune: {{epochs: {epochs}}}, task: {task}}}
 augment: []
 tracking: {{experiment: registry-test}}
 """
@@ -42,8 +48,8 @@ def server(tmp_path_factory: pytest.TempPathFactory):
     started.stop()
 
 
-def _trained(root: Path, uri: str, epochs: int, seed: int) -> Path:
-    tiny_project(root, TRAIN.format(seed=seed, epochs=epochs))
+def _trained(root: Path, uri: str, epochs: int, seed: int, task: str = "classification") -> Path:
+    tiny_project(root, TRAIN.format(seed=seed, epochs=epochs, task=task))
     run(cli("train"), cwd=root, MLFLOW_TRACKING_URI=uri)
     run(cli("evaluate"), cwd=root, MLFLOW_TRACKING_URI=uri)
     return root
@@ -61,6 +67,12 @@ def candidates(server, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Pa
     return {"better": better, "worse": worse}
 
 
+@pytest.fixture(scope="module")
+def rotation(server, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The issue's rotation model: trained on the same images and split as the candidates, task orientation."""
+    return _trained(tmp_path_factory.mktemp("rotation") / "r", server.uri, epochs=0, seed=3, task="orientation")
+
+
 def _metrics(project: Path) -> dict:
     return json.loads((project / "artifacts/evaluate/metrics.json").read_text())
 
@@ -72,8 +84,9 @@ def _use_registry(project: Path, name: str) -> None:
     (project / "params.yaml").write_text(f"{text}\n{section}\n")
 
 
-def _promote(project: Path, uri: str) -> dict:
-    run(cli("promote"), cwd=project, MLFLOW_TRACKING_URI=uri)
+def _promote(project: Path, uri: str, *args: str) -> dict:
+    done = run(cli("promote", *args), cwd=project, MLFLOW_TRACKING_URI=uri)
+    assert "Traceback" not in done.stderr, done.stderr
     return json.loads((project / "artifacts/promote/decision.json").read_text())
 
 
@@ -86,8 +99,10 @@ def test_racing_promotions_end_with_the_better_model_as_champion(server, candida
     for project in (better, worse):
         _use_registry(project, "race")
     env = tool_env(MLFLOW_TRACKING_URI=server.uri)
-    procs = [subprocess.Popen(cli("promote"), cwd=p, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True) for p in (worse, better)]  # fmt: skip
+    procs = [
+        subprocess.Popen(cli("promote"), cwd=p, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for p in (worse, better)
+    ]
     for proc in procs:
         output, _ = proc.communicate(timeout=300)
         assert proc.returncode == 0, output
@@ -126,7 +141,9 @@ def test_promote_rerun_registry_and_rollback(server, candidates) -> None:
 
     listing = json.loads(run(cli("registry", "--json"), cwd=better, MLFLOW_TRACKING_URI=server.uri).stdout)
     assert [(r["version"], r["aliases"], r["decision"]) for r in listing] == [
-        ("2", "challenger,champion", "promoted"), ("1", "previous_champion", "promoted")]  # fmt: skip
+        ("2", "challenger,champion", "promoted"),
+        ("1", "previous_champion", "promoted"),
+    ]
     assert "seq (ece on its own test split)" in run(cli("registry"), cwd=better, MLFLOW_TRACKING_URI=server.uri).stdout
 
     client = MlflowClient(server.uri)
@@ -158,8 +175,7 @@ def test_a_champion_from_another_split_is_rescored_first(server, candidates, tmp
     assert decision["champion_score"] == pytest.approx(rescored)
     assert (third / "artifacts/promote/champion_v1/metrics.json").is_file()
     # The same number, measured independently: evaluate the registered champion (a models:/ URI) on that split.
-    run(cli("evaluate", "--model", "models:/rescore/1", "--out", "check"), cwd=third,
-        MLFLOW_TRACKING_URI=server.uri)  # fmt: skip
+    run(cli("evaluate", "--model", "models:/rescore/1", "--out", "check"), cwd=third, MLFLOW_TRACKING_URI=server.uri)
     assert json.loads((third / "check/metrics.json").read_text())["ece"] == pytest.approx(rescored)
     rule = PromoteParams(registered_model="rescore", metric="ece", min_delta=0.0)
     assert decision["decision"] == decide(_metrics(third)["ece"], rescored, rule, pretrained=False).action
@@ -168,38 +184,261 @@ def test_a_champion_from_another_split_is_rescored_first(server, candidates, tmp
     assert again["already_decided"] and again["decision"] == decision["decision"]
 
 
+def _serve(uri: str, model: str):
+    """`mlflow models serve` of ``model`` on a free port of 127.0.0.1; returns (process, base URL) once it answers."""
+    port = free_port()
+    serve = subprocess.Popen(
+        [
+            "mlflow",
+            "models",
+            "serve",
+            "-m",
+            model,
+            "--env-manager",
+            "local",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        env=tool_env(MLFLOW_TRACKING_URI=uri),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        assert serve.poll() is None, serve.stdout.read().decode()[-3000:]
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2):
+                return serve, f"http://127.0.0.1:{port}"
+        except OSError:
+            time.sleep(1)
+    os.killpg(serve.pid, signal.SIGTERM)
+    raise AssertionError("mlflow models serve did not answer /ping within 180 s")
+
+
+def _invoke(base: str, body: dict) -> list[dict]:
+    request = urllib.request.Request(
+        f"{base}/invocations", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read())["predictions"]
+
+
 def test_predict_and_serve_the_champion_by_alias(server, candidates, tmp_path: Path) -> None:
+    """A real `mlflow models serve` answers two JPEG files (one EXIF-rotated) with the class names and
+    probabilities `visionops predict` gives for the same files; tensors still work."""
     project = candidates["worse"]
     _use_registry(project, "serve")
     assert _promote(project, server.uri)["decision"] == "promoted"
 
+    photos = tmp_path / "photos"
+    upright = write(photos, "a_upright.jpg", next((project / "data/bee").glob("*.jpg")).read_bytes())
+    rotated = write(photos, "b_exif_rotated.jpg", exif_rotated_jpeg(64, 40))
     out = tmp_path / "predictions.csv"
-    run(cli("predict", "data/bee", "--model", "models:/serve@champion", "--out", str(out)), cwd=project,
-        MLFLOW_TRACKING_URI=server.uri)  # fmt: skip
+    run(
+        cli("predict", str(photos), "--model", "models:/serve@champion", "--out", str(out)),
+        cwd=project,
+        MLFLOW_TRACKING_URI=server.uri,
+    )
     table = pd.read_csv(out)
-    assert len(table) == 8 and set(table["label_1"]) <= {"ant", "bee", "cow"}
+    assert table["path"].tolist() == [str(upright), str(rotated)] and set(table["label_1"]) <= {"ant", "bee", "cow"}
 
-    port = free_port()
-    serve = subprocess.Popen(
-        ["mlflow", "models", "serve", "-m", "models:/serve@champion", "--env-manager", "local", "--host", "127.0.0.1",
-         "--port", str(port)], env=tool_env(MLFLOW_TRACKING_URI=server.uri), stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
+    serve, base = _serve(server.uri, "models:/serve@champion")
     try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            assert serve.poll() is None, serve.stdout.read().decode()[-3000:]
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2):
-                    break
-            except OSError:
-                time.sleep(1)
-        body = json.dumps({"inputs": [[[[128.0] * 3] * 32] * 32]}).encode()
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
-                                         headers={"Content-Type": "application/json"})  # fmt: skip
-        with urllib.request.urlopen(request, timeout=60) as response:
-            predictions = json.loads(response.read())["predictions"]
-        assert len(predictions) == 1 and len(predictions[0]) == 3 and sum(predictions[0]) == pytest.approx(1, abs=1e-3)
+        images = [base64.b64encode(p.read_bytes()).decode() for p in (upright, rotated)]
+        answers = _invoke(
+            base, {"dataframe_split": {"columns": ["image"], "data": [[i] for i in images]}, "params": {"top_k": 3}}
+        )
+        for answer, (_, row) in zip(answers, table.iterrows(), strict=True):
+            assert [answer[f"label_{k}"] for k in (1, 2, 3)] == [row[f"label_{k}"] for k in (1, 2, 3)]
+            assert [answer[f"p_{k}"] for k in (1, 2, 3)] == pytest.approx([row[f"p_{k}"] for k in (1, 2, 3)], abs=1e-5)
+        tensors = _invoke(base, {"inputs": [[[[128.0] * 3] * 32] * 32]})  # clients that resize themselves
+        assert len(tensors) == 1 and tensors[0]["label_1"] in {"ant", "bee", "cow"}
+        assert sum(tensors[0][f"p_{k}"] for k in (1, 2, 3)) == pytest.approx(1, abs=1e-3)
     finally:
         os.killpg(serve.pid, signal.SIGTERM)
         serve.wait(timeout=30)
+
+
+def _one_line(project: Path, uri: str, *args: str) -> str:
+    """What `visionops promote` prints: exit 0 and one line (the decision and its reason)."""
+    done = run(cli("promote", *args), cwd=project, MLFLOW_TRACKING_URI=uri)
+    assert "Traceback" not in done.stderr, done.stderr
+    return " ".join(done.stdout.split())  # (rich wraps long lines at the terminal width)
+
+
+def test_a_model_of_another_task_is_never_compared_with_the_champion(server, candidates, rotation, tmp_path) -> None:
+    """The issue's silent failure: a 4-class rotation model must not take `champion` from a shape classifier."""
+    shapes = candidates["worse"]
+    for project in (shapes, rotation):
+        _use_registry(project, "shapes")
+    assert _promote(shapes, server.uri)["decision"] == "promoted"  # v1: the shape classifier
+    line = _one_line(rotation, server.uri)
+    decision = json.loads((rotation / "artifacts/promote/decision.json").read_text())
+    assert (decision["version"], decision["decision"], decision["champion_before"]) == ("2", "incomparable", "1")
+    assert decision["champion_score"] is None, "nothing was scored"
+    assert (
+        "not compared with champion v1: task differs: this model answers 'orientation', champion v1 answers "
+        "'classification'; classes differ: this model has [0, 90, 180, 270] (4), champion v1 has [ant, bee, cow] "
+        "(3)"
+    ) in decision["reason"]
+    assert "promote.registered_model=shapes-orientation" in decision["reason"] and "--replace-champion" in line
+    assert line.startswith("promote: shapes v2 incomparable: not compared with champion v1: task differs")
+    assert "this model has [0, 90, 180, 270] (4), champion v1 has [ant, bee, cow] (3)" in line, "printed as it is"
+    client = MlflowClient(server.uri)
+    assert client.get_model_version_by_alias("shapes", "champion").version == "1"
+    assert client.get_model_version_by_alias("shapes", "challenger").version == "2"
+    assert not list((rotation / "artifacts/promote").glob("champion_v*")), "the champion was not re-scored"
+
+    # A person decides: the rotation model replaces the champion uncompared, and the why is kept.
+    replaced = _promote(rotation, server.uri, "--replace-champion", "the app now asks for rotations")
+    assert (replaced["decision"], replaced["already_decided"]) == ("promoted", False)
+    assert replaced["replace_reason"] == "the app now asks for rotations"
+    assert client.get_model_version_by_alias("shapes", "champion").version == "2"
+    assert client.get_model_version_by_alias("shapes", "previous_champion").version == "1"
+    v2 = client.get_model_version("shapes", "2")
+    assert v2.tags["decision.replace_reason"] == "the app now asks for rotations"
+
+    # Each version's model card: its description, a file beside decision.json and in the model's own files.
+    card = (rotation / "artifacts/promote/model_card.md").read_text()
+    assert v2.description == card and card.startswith("# shapes v2\n") and "orientation model" in card
+    assert "models:/shapes/2" in card and client.get_model_version("shapes", "1").description.startswith("# shapes v1")
+    mlflow.set_tracking_uri(server.uri)
+    files = mlflow.artifacts.download_artifacts("models:/shapes/2/model_card.md", dst_path=str(tmp_path))
+    assert Path(files).read_text() == card
+
+    # evaluate --model with a registered model on data of other classes: a clear error, no traceback.
+    other = tiny_project(tmp_path / "other", "{}\n", classes=("ant", "bee", "dog"))
+    done = run(
+        cli("evaluate", "--model", "models:/shapes/1", "--out", "ev"),
+        cwd=other,
+        check=False,
+        MLFLOW_TRACKING_URI=server.uri,
+    )
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    message = " ".join(done.stderr.split())
+    assert re.search(
+        r"error: model models:/shapes/1 was trained on classes \[ant, bee, cow\], but the test split "
+        r"artifacts/split/test.csv is labelled \[[a-z, ]*dog\]: \[dog\] are unknown to it",
+        message,
+    ), message
+
+
+def test_a_champion_with_another_class_order_is_not_compared(server, candidates, tmp_path: Path, monkeypatch) -> None:
+    """visionops sorts class names, so another order comes from a model logged elsewhere or by another version:
+    made here by logging a trained model with its class list reordered, as such a model would be logged."""
+    from visionops import tracking
+    from visionops.config import load_params
+
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(candidates["better"], elsewhere)
+    info_path = elsewhere / "artifacts/train/classes.json"
+    info = json.loads(info_path.read_text())
+    info_path.write_text(json.dumps({**info, "classes": info["classes"][::-1]}))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server.uri)
+    client = tracking.connect(elsewhere)
+    logged = tracking.start_run(client, "registry-test", "reordered", {}, elsewhere / "run_id")
+    tracking.log_training(
+        client, logged["run_id"], load_params(elsewhere / "params.yaml"), elsewhere, elsewhere / "artifacts"
+    )
+    (elsewhere / "artifacts/train/run.json").write_text(json.dumps(logged))
+    for project in (elsewhere, candidates["worse"]):
+        _use_registry(project, "order")
+    assert _promote(elsewhere, server.uri)["decision"] == "promoted"
+    decision = _promote(candidates["worse"], server.uri)
+    assert decision["decision"] == "incomparable"
+    assert (
+        "class order differs: this model has [ant, bee, cow], champion v1 has [cow, bee, ant] (the same output "
+        "index means another class)"
+    ) in decision["reason"]
+
+
+def test_a_champion_whose_model_files_are_gone(server, candidates) -> None:
+    better, worse = candidates["better"], candidates["worse"]
+    for project in (better, worse):
+        _use_registry(project, "gone")
+    assert _promote(worse, server.uri)["decision"] == "promoted"
+    client = MlflowClient(server.uri)
+    model_id = client.get_model_version("gone", "1").source.removeprefix("models:/")
+    location = client.get_logged_model(model_id).artifact_location
+    shutil.rmtree(location.removeprefix("file://"))  # lost from the artifact store (the server's own folder)
+    line = _one_line(better, server.uri)
+    decision = json.loads((better / "artifacts/promote/decision.json").read_text())
+    assert (
+        decision["decision"] == "incomparable" and client.get_model_version_by_alias("gone", "champion").version == "1"
+    )
+    assert "not compared with champion v1: champion v1 cannot be read (the files of models:/" in decision["reason"]
+    assert "so it can neither be scored nor served" in line
+    replaced = _promote(better, server.uri, "--replace-champion", "v1's files were lost")
+    assert replaced["decision"] == "promoted" and client.get_model_version_by_alias("gone", "champion").version == "2"
+
+
+def test_replace_champion_on_a_first_decision(server, candidates, rotation) -> None:
+    """--replace-champion on a version promote has not decided yet: taken at once, the why kept."""
+    _use_registry(candidates["better"], "first")  # (not "worse": the test above deleted its model's files)
+    _use_registry(rotation, "first")
+    assert _promote(candidates["better"], server.uri)["decision"] == "promoted"
+    replaced = _promote(rotation, server.uri, "--replace-champion", "rotations from now on")
+    assert (replaced["version"], replaced["decision"], replaced["already_decided"]) == ("2", "promoted", False)
+    assert (
+        "replaces champion v1 uncompared (--replace-champion: rotations from now on); task differs"
+        in (replaced["reason"])
+    )
+    again = _promote(rotation, server.uri, "--replace-champion", "once more")
+    assert again["already_decided"] and again["replace_reason"] == "rotations from now on", "the champion stays as is"
+
+
+def test_export_savedmodel_tflite_onnx_match_keras(server, candidates, tmp_path: Path) -> None:
+    """`visionops export`: SavedModel, TFLite (float32, int8) and ONNX files logged to the run, each run here afresh
+    (TensorFlow, the TFLite interpreter, onnxruntime) and compared with the Keras model on the test images, within
+    the tolerances export.py states."""
+    import onnxruntime
+    import tensorflow as tf
+
+    from visionops.export import TOLERANCES
+    from visionops.model import load_trained
+    from visionops.preprocess import model_input
+
+    project = candidates["worse"]
+    done = run(cli("export"), cwd=project, MLFLOW_TRACKING_URI=server.uri)
+    assert "Traceback" not in done.stderr
+    report = json.loads((project / "artifacts/export/export.json").read_text())
+    assert all(f["within_tolerance"] for f in report["formats"].values()), report
+    logged = {f.path for f in MlflowClient(server.uri).list_artifacts(_run_id(project), "export")}
+    assert logged >= {
+        "export/model.onnx",
+        "export/saved_model",
+        "export/model_float32.tflite",
+        "export/model_int8.tflite",
+        "export/labels.txt",
+        "export/export.json",
+    }
+    mlflow.set_tracking_uri(server.uri)
+    local = Path(
+        mlflow.artifacts.download_artifacts(run_id=_run_id(project), artifact_path="export", dst_path=str(tmp_path))
+    )
+    model, info = load_trained(project / "artifacts/train")
+    test = pd.read_csv(project / "artifacts/split/test.csv")
+    batch = np.stack(
+        [
+            model_input((project / "data" / p).read_bytes(), info["resize_side"], info["image_size"])
+            for p in test["path"]
+        ]
+    )
+    keras_probs = model.predict(batch, verbose=0)
+    loaded = tf.saved_model.load(str(local / "saved_model"))
+    assert np.abs(loaded.serve(batch).numpy() - keras_probs).max() <= TOLERANCES["saved_model"]
+    for name in ("float32", "int8"):
+        interpreter = tf.lite.Interpreter(model_path=str(local / f"model_{name}.tflite"))
+        source = interpreter.get_input_details()[0]
+        interpreter.resize_tensor_input(source["index"], list(batch.shape))
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(source["index"], batch)
+        interpreter.invoke()
+        probs = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+        assert np.abs(probs - keras_probs).max() <= TOLERANCES[f"tflite_{name}"], name
+    session = onnxruntime.InferenceSession(str(local / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert np.abs(session.run(None, {"image": batch})[0] - keras_probs).max() <= TOLERANCES["onnx"]
+    assert (local / "labels.txt").read_text().split() == info["classes"]

@@ -80,7 +80,8 @@ def test_training_logs_into_postgres_and_s3_and_the_model_loads_by_alias(
     assert postgres_server.query(DATABASE, query, (MODEL,)) == [(1, run_id)]
     model = mlflow.pyfunc.load_model(f"models:/{MODEL}@{CHAMPION}")
     assert model.metadata.metadata["classes"] == ["ant", "bee", "cow"]
-    assert np.asarray(model.predict(np.zeros((2, 32, 32, 3), np.float32))).shape == (2, 3)
+    answers = model.predict(np.zeros((2, 32, 32, 3), np.float32))
+    assert len(answers) == 2 and set(answers["label_1"]) <= {"ant", "bee", "cow"}
 
 
 def _md5s(folder: Path) -> dict[str, str]:

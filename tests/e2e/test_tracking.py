@@ -74,8 +74,10 @@ def _assert_complete_run(client: MlflowClient, project: Path, uri: str) -> None:
     mlflow.set_tracking_uri(uri)
     model = mlflow.pyfunc.load_model(tags[MODEL_URI_TAG])
     assert model.metadata.metadata["classes"] == ["ant", "bee", "cow"]
-    probs = model.predict(np.zeros((2, 32, 32, 3), np.float32))
-    assert np.asarray(probs).shape == (2, 3)
+    answers = model.predict(np.zeros((2, 32, 32, 3), np.float32), params={"top_k": 3})  # tensors still work
+    assert list(answers.columns) == ["label_1", "p_1", "label_2", "p_2", "label_3", "p_3"] and len(answers) == 2
+    assert sorted(answers.loc[0, ["label_1", "label_2", "label_3"]]) == ["ant", "bee", "cow"]
+    assert answers[["p_1", "p_2", "p_3"]].sum(axis=1).to_numpy() == pytest.approx(1, abs=1e-4)
 
 
 def test_flatten() -> None:

@@ -17,6 +17,7 @@ from corpus import good_class, write
 from helpers import tiny_params
 
 from visionops.config import AugmentStep, EvaluateParams, SplitParams, ValidateParams
+from visionops.contracts import ClassMismatchError
 from visionops.evaluate import evaluate
 from visionops.predict import predict
 from visionops.split import split
@@ -79,6 +80,44 @@ def test_evaluate(trained) -> None:
     per_class = pd.read_csv(root / "ev" / "per_class.csv")
     assert per_class["class"].tolist() == CLASSES
     assert (root / "ev" / "confusion_matrix.png").is_file() and (root / "ev" / "holdout" / "predictions.csv").is_file()
+    wrong = predictions[predictions["label"] != predictions["predicted"]]
+    listed = pd.read_csv(root / "ev" / "errors" / "misclassified.csv")
+    assert sorted(listed["path"]) == sorted(wrong["path"]), "every misclassified test image is listed"
+    for _, group in listed.groupby("label", sort=False):
+        assert group["p_true"].is_monotonic_increasing, "worst first within each true class"
+    page = (root / "ev" / "errors" / "gallery.html").read_text()
+    assert page.count("<figure>") == min(len(wrong), 12 * len(CLASSES))
+    assert (root / "ev" / "errors" / "gallery.png").stat().st_size > 0
+
+
+def test_a_model_meets_data_of_other_classes_with_a_clear_error(trained, tmp_path: Path) -> None:
+    """evaluate on a split with other classes, a hold-out folder with an unknown class, a mismatched class list."""
+    root, data, split_dir, _ = trained
+    other = tmp_path / "other"
+    for label in ("ant", "dog"):
+        good_class(other / "data", label, 6)
+    validate(other / "data", ValidateParams(min_images_per_class=3), other / "validate")
+    split(other / "validate" / "manifest.csv", SplitParams(test_ratio=0.5, seed=1), other / "split")
+    with pytest.raises(
+        ClassMismatchError,
+        match=r"trained on classes \[ant, bee, cow\], but the test split .*"
+        r"labelled \[ant, dog\]: \[dog\] are unknown",
+    ):
+        evaluate(root / "train", other / "data", other / "split", EvaluateParams(), tmp_path / "ev")
+    holdout = tmp_path / "holdout"
+    good_class(holdout, "dog", 2)
+    with pytest.raises(ClassMismatchError, match=r"evaluate.holdout_dir .* is labelled \[dog\]"):
+        evaluate(root / "train", data, split_dir, EvaluateParams(holdout_dir=str(holdout)), tmp_path / "ev2")
+
+    copied = tmp_path / "copied"  # model.keras of this run beside the class list of another (4 classes)
+    copied.mkdir()
+    (copied / "model.keras").write_bytes((root / "train" / "model.keras").read_bytes())
+    info = json.loads((root / "train" / "classes.json").read_text())
+    (copied / "classes.json").write_text(json.dumps({**info, "classes": ["a", "b", "c", "d"]}))
+    with pytest.raises(
+        ClassMismatchError, match="outputs 3 classes at 32 px, but the class list stored with it names 4"
+    ):
+        predict(copied, data)
 
 
 def test_predict_folder_and_file(trained, tmp_path: Path) -> None:

@@ -170,7 +170,8 @@ def test_no_secret_reaches_mlflow(tmp_path: Path, mlflow_server: MlflowServer, m
     )
     client = tracking.connect(root)
     run_id = tracking.start_run(client, "canary", "canary-run", {"stage": "train"}, root / "run_id")["run_id"]
-    tracking.log_training(client, run_id, load_params(root / "params.yaml"), root, artifacts, model)
+    model.save(artifacts / "train" / "model.keras")
+    tracking.log_training(client, run_id, load_params(root / "params.yaml"), root, artifacts)
     tracking.log_evaluation(client, run_id, artifacts / "evaluate")
 
     logged = MlflowClient(mlflow_server.uri).get_run(run_id).data

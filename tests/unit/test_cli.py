@@ -14,7 +14,7 @@ from visionops.cli import app
 runner = CliRunner()
 
 
-COMMANDS = ["sample-data", "validate", "split", "train", "evaluate", "predict", "log-run", "ui"]
+COMMANDS = ["sample-data", "validate", "split", "train", "evaluate", "export", "predict", "promote", "log-run", "ui"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

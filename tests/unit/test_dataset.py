@@ -11,15 +11,8 @@ from corpus import BAD_KINDS, exif_rotated_jpeg, good_class, write
 
 from visionops.augment import build_augment
 from visionops.config import AugmentStep
-from visionops.dataset import (
-    Batches,
-    balanced_class_weights,
-    cache_images,
-    center_crop,
-    decode_rgb,
-    examples,
-    load_square,
-)
+from visionops.dataset import Batches, balanced_class_weights, cache_images, examples
+from visionops.preprocess import center_crop, decode_rgb, load_square, model_input
 
 AUGMENT = [AugmentStep(name="HorizontalFlip", p=0.5), AugmentStep(name="RandomBrightnessContrast", p=0.8)]
 
@@ -37,6 +30,15 @@ def test_exif_orientation_is_applied() -> None:
 def test_undecodable_names_the_source() -> None:
     with pytest.raises(ValueError, match=r"broken\.jpg"):
         decode_rgb(b"not an image", "broken.jpg")
+
+
+def test_served_bytes_become_what_evaluate_feeds(tmp_path: Path) -> None:
+    """predict and the served model (bytes → model_input) see exactly what evaluate sees (cache → Batches)."""
+    path = write(tmp_path, "rotated.jpg", exif_rotated_jpeg(64, 40))
+    evaluated = Batches(cache_images([path], 36), [0], num_classes=1, size=32, batch_size=1)[0][0][0]
+    served = model_input(path.read_bytes(), 36, 32)
+    assert served.dtype == np.float32 and served.shape == (32, 32, 3)
+    assert np.array_equal(served, evaluated)
 
 
 def test_load_square_and_cache(tmp_path: Path) -> None:

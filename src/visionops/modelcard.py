@@ -1,0 +1,134 @@
+"""The model card of a registered version: what it was trained on, how, how well, its limits, how to use it.
+
+Generated from the stages' own files (split.json, train/classes.json, weights.json, params.json,
+evaluate/metrics.json and per_class.csv) and the run's lineage tags, so it states only recorded facts.
+promote sets it as the version's description and logs it with the model (``model_card.md``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+LOW_F1 = 0.5  # per-class F1 below this is listed as a known limit
+
+
+def facts(artifacts: Path) -> dict:
+    """What the card states, read from the stages' folders under ``artifacts``."""
+
+    def read(rel: str) -> dict:
+        return json.loads((artifacts / rel).read_text())
+
+    per_class = artifacts / "evaluate" / "per_class.csv"
+    return {
+        "split": read("split/split.json"),
+        "info": read("train/classes.json"),
+        "weights": read("train/weights.json"),
+        "recipe": read("train/params.json"),
+        "metrics": read("evaluate/metrics.json"),
+        "per_class": pd.read_csv(per_class).to_dict("records") if per_class.is_file() else [],
+    }
+
+
+def _limits(f: dict) -> list[str]:
+    info, train, split = f["info"], f["recipe"]["train"], f["split"]
+    limits = []
+    if f["weights"]["used"] == "random":
+        limits.append(
+            "Trained from random initialisation (no pretrained weights): expect it to generalise worse "
+            "than a fine-tuned ImageNet model, especially on small datasets."
+        )
+    if info["image_size"] < 128:
+        limits.append(f"Small input ({info['image_size']} px): fine detail is lost before the model sees an image.")
+    tested = split["totals"]["test"]
+    if tested < 50 * len(info["classes"]) and info["task"] == "classification":
+        limits.append(
+            f"Tested on {tested} images ({tested // max(1, len(info['classes']))} per class on average): "
+            "metrics are uncertain by several points."
+        )
+    weak = [f"{r['class']} (F1 {r['f1']:.2f})" for r in f["per_class"] if r["f1"] < LOW_F1]
+    if weak:
+        limits.append(f"Weak classes on the test split: {', '.join(weak)}.")
+    if train["task"] == "orientation":
+        limits.append("Answers the rotation (0/90/180/270° counter-clockwise) of an image, not its content.")
+    names = ", ".join(map(str, info["classes"]))
+    limits.append(f"Knows only the classes {names}: any image gets one of them, even when it shows none.")
+    return limits
+
+
+def render(f: dict, name: str, version: str, run: dict, decision: dict) -> str:
+    """The card as markdown.
+
+    Args:
+        f: :func:`facts`.
+        name, version: the registered model and version.
+        run: ``run_id``, ``run_name``, ``model_uri`` and the run's lineage tags (``data.dvc_md5``, ``git.commit``).
+        decision: promote's decision (``decision``, ``reason``, ``metric``).
+    """
+    info, split, metrics, train = f["info"], f["split"], f["metrics"], f["recipe"]["train"]
+    counts = "\n".join(
+        f"| {c} | " + " | ".join(str(split["counts"][s].get(c, 0)) for s in ("train", "val", "test")) + " |"
+        for c in split["classes"]
+    )
+    numbers = "\n".join(f"| {k} | {v:.4f} |" for k, v in metrics.items() if isinstance(v, float))
+    per_class = "\n".join(
+        f"| {r['class']} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {int(r['support'])} |"
+        for r in f["per_class"]
+    )
+    weights = f["weights"]["used"] + (
+        f" (requested {f['weights']['requested']})" if f["weights"]["fallback_reason"] else ""
+    )
+    augment = ", ".join(a["name"] for a in f["recipe"]["augment"]) or "none"
+    uri = f"models:/{name}/{version}"
+    limits = "\n".join(f"- {line}" for line in _limits(f))
+    return f"""# {name} v{version}
+
+{info["task"]} model, {info["model"]} at {info["image_size"]} px, {len(info["classes"])} classes:
+{", ".join(map(str, info["classes"]))} (in output order). Registry decision: **{decision["decision"]}**,
+{decision["reason"]}.
+
+## Data
+- data.dvc md5 `{run.get("data.dvc_md5") or "unknown"}`, split id `{split["split_id"][:16]}`, git commit
+  `{run.get("git.commit", "unknown")[:12]}`{" (dirty)" if run.get("git.dirty") == "true" else ""}
+- images per split: train {split["totals"]["train"]}, val {split["totals"]["val"]}, test {split["totals"]["test"]}
+
+| class | train | val | test |
+|---|---:|---:|---:|
+{counts}
+
+## Training recipe
+- {info["model"]}, weights **{weights}**; input {info["image_size"]} px, centre crop of a {info["resize_side"]}-px
+  square (training: random crops of it)
+- stage 1 (frozen backbone, head only): {train["head"]["epochs"]} epochs at learning rate
+  {train["head"]["learning_rate"]}; stage 2 (unfreeze {train["finetune"]["unfreeze_blocks"]} blocks, BatchNorm
+  {train["finetune"]["batchnorm"]}): {train["finetune"]["epochs"]} epochs at {train["finetune"]["learning_rate"]}
+- batch {train["batch_size"]}, dropout {train["dropout"]}, label smoothing {train["label_smoothing"]}, class
+  weights {train["class_weights"]}, early stopping patience {train["early_stopping_patience"]}, seed {train["seed"]}
+- augmentation: {augment}
+- MLflow run `{run["run_name"]}` ({run["run_id"]})
+
+## Metrics (test split `{metrics["split_id"][:16]}`, {metrics.get("examples")} examples)
+| metric | value |
+|---|---:|
+{numbers}
+
+| class | precision | recall | F1 | support |
+|---|---:|---:|---:|---:|
+{per_class}
+
+## Known limits
+{limits}
+
+## Load and serve
+```bash
+visionops predict photos/ --model {uri} --out predictions.csv
+mlflow models serve -m {uri} --env-manager local --host 127.0.0.1 --port 5001
+curl -s 127.0.0.1:5001/invocations -H 'Content-Type: application/json' \\
+  -d "{{\\"dataframe_split\\": {{\\"columns\\": [\\"image\\"], \\"data\\": [[\\"$(base64 -w0 photo.jpg)\\"]]}}}}"
+```
+The served model takes base64-encoded images (any format OpenCV reads; EXIF orientation applied) in a column
+`image`, or float32 RGB 0-255 tensors of shape (N, {info["image_size"]}, {info["image_size"]}, 3), and answers
+`label_1, p_1, ...` per image (request param `top_k`). In Python: `mlflow.pyfunc.load_model("{uri}")`.
+"""
