@@ -151,6 +151,7 @@ def _written(folder: Path, pattern: str) -> Callable[[], bool]:
     return lambda: any(before.get(path) != key for path, key in state().items())
 
 
+@pytest.mark.slow  # real servers or processes killed mid-write: tens of seconds
 def test_validate_killed_while_writing_leaves_only_complete_outputs(tmp_path: Path) -> None:
     """SIGKILL `visionops validate` at staggered points of its writing phase; then the rerun succeeds."""
     for label in ("ant", "bee", "cow"):
@@ -211,6 +212,7 @@ def _origin_and_clone(tmp_path: Path, endpoint: str) -> tuple[Path, Path]:
     return origin, clone
 
 
+@pytest.mark.slow  # real servers or processes killed mid-write: tens of seconds
 def test_dvc_remote_down_then_back_and_a_pull_killed_midway(tmp_path: Path) -> None:
     """Pull from an S3 remote nobody answers (clear error), then once it is back; then SIGKILL a pull mid-way."""
     s3 = S3Server(tmp_path / "s3")

@@ -56,6 +56,7 @@ def test_weights_outside_only_by_absolute_path(tmp_path: Path) -> None:
         parse_params({"train": {"weights": "../downloads/b0.h5"}})
 
 
+@pytest.mark.slow  # real servers or processes killed mid-write: tens of seconds
 def test_model_with_code_is_refused_by_loader_and_cli(tmp_path: Path) -> None:
     import keras
 
@@ -143,6 +144,7 @@ def _status(url: str, user: str | None = None, password: str | None = None) -> i
         return err.code
 
 
+@pytest.mark.slow  # real servers or processes killed mid-write: tens of seconds
 def test_basic_auth_refuses_strangers(auth_server: MlflowServer) -> None:
     url = auth_server.uri + "/api/2.0/mlflow/experiments/search?max_results=1"
     assert _status(url) == 401
@@ -150,6 +152,7 @@ def test_basic_auth_refuses_strangers(auth_server: MlflowServer) -> None:
     assert _status(url, "admin", CANARIES["MLFLOW_TRACKING_PASSWORD"]) == 200
 
 
+@pytest.mark.slow  # real servers or processes killed mid-write: tens of seconds
 def test_no_secret_reaches_mlflow(tmp_path: Path, mlflow_server: MlflowServer, monkeypatch) -> None:
     """Canary credentials in the environment of a real logging run appear in no param, tag, metric or file."""
     import keras
@@ -196,6 +199,7 @@ def _listening(port: int) -> list[str]:
     return found
 
 
+@pytest.mark.slow  # real servers or processes killed mid-write: tens of seconds
 def test_visionops_ui_listens_on_loopback_only(tmp_path: Path) -> None:
     (tmp_path / "dvc.yaml").write_text("stages: {}\n")
     port = free_port()
