@@ -35,8 +35,10 @@ from visionops.probe import is_hidden
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parents[1] / "shared" / "datasets" / "flowers"
 BATCH = 32
-STEPS = [AugmentStep(name="HorizontalFlip", p=0.5),
-         AugmentStep(name="RandomBrightnessContrast", p=0.5, brightness_limit=0.2, contrast_limit=0.2)]  # fmt: skip
+STEPS = [
+    AugmentStep(name="HorizontalFlip", p=0.5),
+    AugmentStep(name="RandomBrightnessContrast", p=0.5, brightness_limit=0.2, contrast_limit=0.2),
+]
 
 
 class TutorialSequence(keras.utils.PyDataset):
@@ -45,8 +47,13 @@ class TutorialSequence(keras.utils.PyDataset):
     def __init__(self, paths: list[Path], size: int) -> None:
         super().__init__()
         self.paths, self.size = paths, size
-        self.augment = A.Compose([A.RandomResizedCrop(size=(size, size), scale=(0.75, 1.0)), A.HorizontalFlip(),
-                                  A.RandomBrightnessContrast(0.2, 0.2)])  # fmt: skip
+        self.augment = A.Compose(
+            [
+                A.RandomResizedCrop(size=(size, size), scale=(0.75, 1.0)),
+                A.HorizontalFlip(),
+                A.RandomBrightnessContrast(0.2, 0.2),
+            ]
+        )
 
     def __len__(self) -> int:
         return -(-len(self.paths) // BATCH)
@@ -89,8 +96,10 @@ def numpy_function(paths: list[Path], size: int) -> tuple[callable, tf.data.Data
         if "images" not in state:
             state["images"] = cache_images(paths, round(size * 1.15))
             ds = tf.data.Dataset.from_tensor_slices(state["images"]).shuffle(len(paths))
-            ds = ds.map(lambda x: tf.ensure_shape(tf.numpy_function(augment, [x], tf.float32), (size, size, 3)),
-                        num_parallel_calls=tf.data.AUTOTUNE)  # fmt: skip
+            ds = ds.map(
+                lambda x: tf.ensure_shape(tf.numpy_function(augment, [x], tf.float32), (size, size, 3)),
+                num_parallel_calls=tf.data.AUTOTUNE,
+            )
             state["ds"] = ds.batch(BATCH).prefetch(tf.data.AUTOTUNE)
         return state["ds"]
 
@@ -103,8 +112,16 @@ def visionops_batches(paths: list[Path], size: int):
     def epoch():
         if "batches" not in state:
             images = cache_images(paths, round(size * 1.15))
-            state["batches"] = Batches(images, [0] * len(paths), 1, size, BATCH, training=True, workers=2,
-                                       augment=build_augment(STEPS, "classification", 0))  # fmt: skip
+            state["batches"] = Batches(
+                images,
+                [0] * len(paths),
+                1,
+                size,
+                BATCH,
+                training=True,
+                workers=2,
+                augment=build_augment(STEPS, "classification", 0),
+            )
         return state["batches"]
 
     return epoch
@@ -139,15 +156,19 @@ def main() -> None:
         p.read_bytes()  # warm the page cache
     size = args.size
     candidates = {
-        "baseline: tutorial PyDataset (cv2.imread + albumentations + /255 per epoch)":
-            lambda: consume_pydataset(TutorialSequence(paths, size)),
-        "tf-native tf.data (decode_jpeg + tf.image augment, parallel map)":
-            (lambda ds: lambda: [None for _ in ds])(tf_native(paths, size)),
-        "visionops cache + albumentations in tf.numpy_function (AUTOTUNE)":
-            (lambda get: lambda: [None for _ in get()])(numpy_function(paths, size)),
-        "visionops cache + Batches PyDataset, 2 threads (train.py)":
-            (lambda get: lambda: consume_pydataset(get()))(visionops_batches(paths, size)),
-    }  # fmt: skip
+        "baseline: tutorial PyDataset (cv2.imread + albumentations + /255 per epoch)": lambda: consume_pydataset(
+            TutorialSequence(paths, size)
+        ),
+        "tf-native tf.data (decode_jpeg + tf.image augment, parallel map)": (lambda ds: lambda: [None for _ in ds])(
+            tf_native(paths, size)
+        ),
+        "visionops cache + albumentations in tf.numpy_function (AUTOTUNE)": (lambda get: lambda: [None for _ in get()])(
+            numpy_function(paths, size)
+        ),
+        "visionops cache + Batches PyDataset, 2 threads (train.py)": (lambda get: lambda: consume_pydataset(get()))(
+            visionops_batches(paths, size)
+        ),
+    }
     rows = []
     for name, run_epoch in candidates.items():
         times = []
@@ -156,11 +177,15 @@ def main() -> None:
             run_epoch()
             times.append(time.perf_counter() - start)
         steady = float(np.median(times[1:])) if len(times) > 1 else times[0]
-        rows.append({"pipeline": name, "epoch1_images_per_s": round(len(paths) / times[0], 1),
-                     "steady_images_per_s": round(len(paths) / steady, 1)})  # fmt: skip
+        rows.append(
+            {
+                "pipeline": name,
+                "epoch1_images_per_s": round(len(paths) / times[0], 1),
+                "steady_images_per_s": round(len(paths) / steady, 1),
+            }
+        )
         first, steady = rows[-1]["epoch1_images_per_s"], rows[-1]["steady_images_per_s"]
-        print(f"{name:<80} epoch 1 {first:>7} img/s, then {steady:>7}",
-              file=sys.stderr)  # fmt: skip
+        print(f"{name:<80} epoch 1 {first:>7} img/s, then {steady:>7}", file=sys.stderr)
     frame = pd.DataFrame(rows)
     frame["steady_ratio_vs_baseline"] = (frame["steady_images_per_s"] / frame["steady_images_per_s"].iloc[0]).round(2)
     frame.insert(0, "images", len(paths))
@@ -169,8 +194,11 @@ def main() -> None:
     frame["machine"], frame["date"] = platform.machine(), date.today().isoformat()
     out = HERE / "results" / "input_pipeline.csv"
     frame.to_csv(out, index=False)
-    print(frame[["pipeline", "epoch1_images_per_s", "steady_images_per_s", "steady_ratio_vs_baseline"]]
-          .to_markdown(index=False))  # fmt: skip
+    print(
+        frame[["pipeline", "epoch1_images_per_s", "steady_images_per_s", "steady_ratio_vs_baseline"]].to_markdown(
+            index=False
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -71,9 +71,15 @@ def main() -> None:
         start = time.perf_counter()
         sh(["dvc", "repro", "evaluate"], work)
         piped = time.perf_counter() - start
-    row = {"config": "tiny" if args.tiny else "committed params.yaml", "bare_train_evaluate_s": round(bare, 1),
-           "dvc_repro_train_evaluate_s": round(piped, 1), "ratio": round(piped / bare, 3), "cores": os.cpu_count(),
-           "machine": platform.machine(), "date": date.today().isoformat()}  # fmt: skip
+    row = {
+        "config": "tiny" if args.tiny else "committed params.yaml",
+        "bare_train_evaluate_s": round(bare, 1),
+        "dvc_repro_train_evaluate_s": round(piped, 1),
+        "ratio": round(piped / bare, 3),
+        "cores": os.cpu_count(),
+        "machine": platform.machine(),
+        "date": date.today().isoformat(),
+    }
     out = HERE / "results" / "mlops_overhead.csv"
     frame = pd.DataFrame([row])
     if out.is_file():

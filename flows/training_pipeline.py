@@ -30,8 +30,13 @@ from visionops import stack
 STAGES = ("validate", "split", "train", "evaluate", "promote")
 # Per stage: (retries, timeout in seconds). Retries go where the failure can be transient: train and evaluate
 # talk to the tracking server (a killed or failed train resumes from its checkpoint), promote to the registry.
-POLICY = {"validate": (0, 3600), "split": (0, 600), "train": (1, 12 * 3600), "evaluate": (2, 3600),
-          "promote": (2, 3600)}  # fmt: skip
+POLICY = {
+    "validate": (0, 3600),
+    "split": (0, 600),
+    "train": (1, 12 * 3600),
+    "evaluate": (2, 3600),
+    "promote": (2, 3600),
+}
 
 
 class StageFailed(RuntimeError):
@@ -54,8 +59,9 @@ def sh(cmd: list[str], cwd: Path) -> str:
     env.setdefault("PYTHONUNBUFFERED", "1")
     logger.info("$ %s", " ".join(cmd))
     lines: list[str] = []
-    with subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          bufsize=1) as proc:  # fmt: skip
+    with subprocess.Popen(
+        cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+    ) as proc:
         for line in proc.stdout:
             line = line.rstrip()
             lines.append(line)
@@ -108,8 +114,9 @@ def apply_overrides(project: Path, overrides: list[str]) -> None:
 def _stage_task(stage: str):
     retries, timeout = POLICY[stage]
 
-    @task(name=stage, retries=retries, retry_delay_seconds=exponential_backoff(backoff_factor=10),
-          timeout_seconds=timeout)  # fmt: skip
+    @task(
+        name=stage, retries=retries, retry_delay_seconds=exponential_backoff(backoff_factor=10), timeout_seconds=timeout
+    )
     def run_stage(project: Path) -> bool:
         """``dvc repro`` of one stage; returns whether it ran (False: unchanged or restored from the run cache)."""
         output = sh(["dvc", "repro", "--single-item", "--pull", stage], project)
@@ -213,8 +220,9 @@ def training_pipeline(
     if push:
         push_results(project)
     results = read_results(project)
-    create_markdown_artifact(summary_markdown(results, ran), key="training-pipeline",
-                             description="metrics, promotion decision, MLflow links")  # fmt: skip
+    create_markdown_artifact(
+        summary_markdown(results, ran), key="training-pipeline", description="metrics, promotion decision, MLflow links"
+    )
     return {"ran": ran, "decision": results["decision"], "metrics": results["metrics"]}
 
 
@@ -226,8 +234,9 @@ def main() -> None:
     parser.add_argument("--experiment", help="MLflow experiment")
     parser.add_argument("--push", action="store_true", help="push outputs and run cache to the DVC remote")
     args = parser.parse_args()
-    result = training_pipeline(overrides=args.set_param, data_rev=args.data_rev, experiment=args.experiment,
-                               push=args.push)  # fmt: skip
+    result = training_pipeline(
+        overrides=args.set_param, data_rev=args.data_rev, experiment=args.experiment, push=args.push
+    )
     print(json.dumps({"ran": result["ran"], "decision": result["decision"]["decision"]}))
 
 

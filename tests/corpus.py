@@ -59,19 +59,27 @@ BAD_KINDS: dict[str, tuple[str, Callable[[], bytes], str, str | None]] = {
     "png_named_jpg": ("cat/really_png.jpg", lambda: _pil(Image.fromarray(_rgb(2)), "PNG"), "ok", None),
     "grayscale": ("cat/gray.png", lambda: _pil(Image.fromarray(_rgb(3)[..., 0]), "PNG"), "ok", None),
     "rgba": ("cat/rgba.png", lambda: _pil(Image.fromarray(_rgb(4)).convert("RGBA"), "PNG"), "ok", None),
-    "png_16bit": ("cat/deep.png", lambda: cv2.imencode(".png", (_rgb(5)[..., 0].astype(np.uint16) * 257))[1].tobytes(),
-                  "ok", None),
+    "png_16bit": (
+        "cat/deep.png",
+        lambda: cv2.imencode(".png", (_rgb(5)[..., 0].astype(np.uint16) * 257))[1].tobytes(),
+        "ok",
+        None,
+    ),
     "cmyk_jpeg": ("cat/cmyk.jpg", lambda: _pil(Image.fromarray(_rgb(6)).convert("CMYK"), "JPEG"), "ok", None),
     "exif_rotated": ("cat/rotated.jpg", exif_rotated_jpeg, "ok", None),
     "one_pixel": ("cat/tiny.png", lambda: _pil(Image.new("RGB", (1, 1), "red"), "PNG"), "quarantined", "too_small"),
     "bomb_header": ("cat/bomb.png", png_bomb_header, "quarantined", "too_many_pixels"),
     "unicode_space_name": ("cat/ünï cødé 猫 1.jpg", lambda: good_jpeg(8), "ok", None),
     "nested_subfolder": ("cat/2024/summer/deep.jpg", lambda: good_jpeg(9), "ok", None),
-    "gif_not_allowed": ("cat/anim.gif", lambda: _pil(Image.fromarray(_rgb(10)), "GIF"), "quarantined",
-                        "format_not_allowed"),
+    "gif_not_allowed": (
+        "cat/anim.gif",
+        lambda: _pil(Image.fromarray(_rgb(10)), "GIF"),
+        "quarantined",
+        "format_not_allowed",
+    ),
     "root_level_file": ("loose.jpg", lambda: good_jpeg(11), "quarantined", "not_in_class_folder"),
     "ds_store": ("cat/.DS_Store", lambda: b"\0\0\0\1Bud1", "ignored", None),
-}  # fmt: skip
+}
 
 
 def animated(fmt: str, frames: int = 3) -> bytes:
@@ -99,14 +107,26 @@ MORE_KINDS: dict[str, tuple[str, Callable[[], bytes], str, str | None]] = {
     "class_folder_is_file": ("horse", lambda: good_jpeg(15), "quarantined", "not_in_class_folder"),
     "corrupt_png": ("cat/corrupt.png", corrupt_png, "quarantined", "corrupt"),
     "jpeg_header_only": ("cat/header_only.jpg", lambda: good_jpeg(16)[:200], "quarantined", "corrupt"),
-    "elongated": ("cat/strip.png", lambda: _pil(Image.new("RGB", (2000, 8), "blue"), "PNG"), "quarantined",
-                  "too_small"),
-    "tiff_not_allowed": ("cat/scan.tif", lambda: _pil(Image.fromarray(_rgb(17)), "TIFF"), "quarantined",
-                         "format_not_allowed"),
-    "html_as_png": ("cat/page.png", lambda: b"<!doctype html><html><body>404</body></html>", "quarantined",
-                    "not_an_image"),
+    "elongated": (
+        "cat/strip.png",
+        lambda: _pil(Image.new("RGB", (2000, 8), "blue"), "PNG"),
+        "quarantined",
+        "too_small",
+    ),
+    "tiff_not_allowed": (
+        "cat/scan.tif",
+        lambda: _pil(Image.fromarray(_rgb(17)), "TIFF"),
+        "quarantined",
+        "format_not_allowed",
+    ),
+    "html_as_png": (
+        "cat/page.png",
+        lambda: b"<!doctype html><html><body>404</body></html>",
+        "quarantined",
+        "not_an_image",
+    ),
     "hidden_dot_file": ("cat/.secret.jpg", lambda: good_jpeg(18), "ignored", None),
-}  # fmt: skip
+}
 
 
 def write(root: Path, rel: str, data: bytes) -> Path:

@@ -18,10 +18,15 @@ def tool_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.update(
-        GIT_AUTHOR_NAME="tests", GIT_AUTHOR_EMAIL="tests@localhost", GIT_COMMITTER_NAME="tests",
-        GIT_COMMITTER_EMAIL="tests@localhost", DVC_NO_ANALYTICS="1", NO_ALBUMENTATIONS_UPDATE="1",
-        GX_ANALYTICS_ENABLED="false", PYTHONUNBUFFERED="1",
-    )  # fmt: skip
+        GIT_AUTHOR_NAME="tests",
+        GIT_AUTHOR_EMAIL="tests@localhost",
+        GIT_COMMITTER_NAME="tests",
+        GIT_COMMITTER_EMAIL="tests@localhost",
+        DVC_NO_ANALYTICS="1",
+        NO_ALBUMENTATIONS_UPDATE="1",
+        GX_ANALYTICS_ENABLED="false",
+        PYTHONUNBUFFERED="1",
+    )
     env.update(extra)
     return env
 
@@ -79,8 +84,9 @@ def start_server(cmd: list[str], log: Path, url: str, what: str, timeout: float,
 
     log.parent.mkdir(parents=True, exist_ok=True)
     out = open(log, "ab")  # noqa: SIM115 - kept open for the process's lifetime
-    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=tool_env(**(env or {})),
-                            start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(
+        cmd, stdout=out, stderr=subprocess.STDOUT, env=tool_env(**(env or {})), start_new_session=True
+    )
     try:
         wait_until_up(url, proc, log, timeout, what)
     except RuntimeError:
@@ -114,8 +120,14 @@ class MlflowServer:
     the S3 endpoint and credentials and clients need nothing but MLFLOW_TRACKING_URI.
     """
 
-    def __init__(self, root: Path, port: int | None = None, backend_store_uri: str | None = None,
-                 artifacts_destination: str | None = None, env: dict[str, str] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        root: Path,
+        port: int | None = None,
+        backend_store_uri: str | None = None,
+        artifacts_destination: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.root, self.port = root, port or free_port()
         self.uri = f"http://127.0.0.1:{self.port}"
         self.backend_store_uri = backend_store_uri or f"sqlite:///{root / 'mlflow.db'}"
@@ -126,15 +138,26 @@ class MlflowServer:
         """The `mlflow server` command line for this store and artifact location."""
         import sys
 
-        cmd = [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(self.port),
-               "--workers", "1", "--backend-store-uri", self.backend_store_uri]  # fmt: skip
+        cmd = [
+            str(Path(sys.executable).parent / "mlflow"),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            self.backend_store_uri,
+        ]
         if self.artifacts_destination:
             return [*cmd, "--serve-artifacts", "--artifacts-destination", self.artifacts_destination]
         return [*cmd, "--default-artifact-root", (self.root / "artifacts").as_uri()]
 
     def start(self, timeout: float = 120) -> MlflowServer:
-        self.proc = start_server(self.command(), self.root / "server.log", self.uri + "/health", "mlflow server",
-                                 timeout, self.env)  # fmt: skip
+        self.proc = start_server(
+            self.command(), self.root / "server.log", self.uri + "/health", "mlflow server", timeout, self.env
+        )
         return self
 
     def stop(self) -> None:
@@ -194,9 +217,22 @@ class PostgresServer:
         if owner:
             for path in (self.root, self.root / "pwfile"):
                 os.chown(path, owner["user"], owner["group"])
-        cmd = [str(self.bin / "initdb"), "-D", str(self.root / "data"), "-U", "postgres", "--pwfile",
-               str(self.root / "pwfile"), "--auth-local=trust", "--auth-host=scram-sha-256", "--no-locale",
-               "-E", "UTF8", "--no-sync", "--no-instructions"]  # fmt: skip
+        cmd = [
+            str(self.bin / "initdb"),
+            "-D",
+            str(self.root / "data"),
+            "-U",
+            "postgres",
+            "--pwfile",
+            str(self.root / "pwfile"),
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+            "--no-locale",
+            "-E",
+            "UTF8",
+            "--no-sync",
+            "--no-instructions",
+        ]
         done = subprocess.run(cmd, cwd=self.root, capture_output=True, text=True, timeout=120, **owner)
         if done.returncode != 0:
             raise RuntimeError(f"initdb exited {done.returncode}: {done.stdout}{done.stderr}")
@@ -210,10 +246,24 @@ class PostgresServer:
         self._init()
         log = open(self.root / "server.log", "ab")  # noqa: SIM115 - kept open for the process's lifetime
         # fsync off: a test database is thrown away, durability only costs time here.
-        cmd = [str(self.bin / "postgres"), "-D", str(self.root / "data"), "-p", str(self.port), "-k", str(self.root),
-               "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "full_page_writes=off"]  # fmt: skip
-        self.proc = subprocess.Popen(cmd, cwd=self.root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                     **self._as_owner())  # fmt: skip
+        cmd = [
+            str(self.bin / "postgres"),
+            "-D",
+            str(self.root / "data"),
+            "-p",
+            str(self.port),
+            "-k",
+            str(self.root),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "fsync=off",
+            "-c",
+            "full_page_writes=off",
+        ]
+        self.proc = subprocess.Popen(
+            cmd, cwd=self.root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, **self._as_owner()
+        )
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -242,8 +292,9 @@ class PostgresServer:
         """Run one statement over TCP with the password, as the servers do; the rows it returns."""
         import psycopg2
 
-        conn = psycopg2.connect(host="127.0.0.1", port=self.port, user="postgres", password=PG_PASSWORD,
-                                dbname=database, connect_timeout=5)  # fmt: skip
+        conn = psycopg2.connect(
+            host="127.0.0.1", port=self.port, user="postgres", password=PG_PASSWORD, dbname=database, connect_timeout=5
+        )
         conn.autocommit = True  # (CREATE DATABASE refuses to run inside a transaction)
         try:
             with conn.cursor() as cursor:
@@ -263,8 +314,11 @@ class PostgresServer:
             self.root = None
 
 
-S3_KEYS = {"AWS_ACCESS_KEY_ID": "visionops-test-key", "AWS_SECRET_ACCESS_KEY": "visionops-test-secret",
-           "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
+S3_KEYS = {
+    "AWS_ACCESS_KEY_ID": "visionops-test-key",
+    "AWS_SECRET_ACCESS_KEY": "visionops-test-secret",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
 
 
 class S3Server:
@@ -293,9 +347,13 @@ class S3Server:
         """A boto3 S3 client of this server."""
         import boto3
 
-        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=S3_KEYS["AWS_ACCESS_KEY_ID"],
-                            aws_secret_access_key=S3_KEYS["AWS_SECRET_ACCESS_KEY"],
-                            region_name=S3_KEYS["AWS_DEFAULT_REGION"])  # fmt: skip
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=S3_KEYS["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=S3_KEYS["AWS_SECRET_ACCESS_KEY"],
+            region_name=S3_KEYS["AWS_DEFAULT_REGION"],
+        )
 
     def bucket(self, name: str) -> str:
         """Create bucket ``name``; returns the name."""
@@ -325,8 +383,13 @@ def tiny_params(**overrides) -> TrainParams:
     return TrainParams.model_validate({**base, **overrides})
 
 
-def tiny_project(root: Path, params_yaml: str, classes: tuple[str, ...] = ("ant", "bee", "cow"), per_class: int = 8,
-                 split_seed: int = 1) -> Path:  # fmt: skip
+def tiny_project(
+    root: Path,
+    params_yaml: str,
+    classes: tuple[str, ...] = ("ant", "bee", "cow"),
+    per_class: int = 8,
+    split_seed: int = 1,
+) -> Path:
     """A tiny project: params.yaml, and the validate/split outputs of ``classes`` × ``per_class`` images."""
     from corpus import good_class
 
@@ -337,17 +400,21 @@ def tiny_project(root: Path, params_yaml: str, classes: tuple[str, ...] = ("ant"
     for label in classes:
         good_class(root / "data", label, per_class)
     validate(root / "data", ValidateParams(min_images_per_class=3), root / "artifacts" / "validate")
-    split(root / "artifacts/validate/manifest.csv", SplitParams(test_ratio=0.25, seed=split_seed),
-          root / "artifacts/split")  # fmt: skip
+    split(
+        root / "artifacts/validate/manifest.csv",
+        SplitParams(test_ratio=0.25, seed=split_seed),
+        root / "artifacts/split",
+    )
     (root / "params.yaml").write_text(params_yaml)
     (root / "dvc.yaml").write_text("stages: {}\n")  # marks the project root
     return root
 
 
-TINY_PIPELINE = {"validate": {"min_images_per_class": 3},
-                 "train": {"image_size": 32, "batch_size": 16, "workers": 1, "head": {"epochs": 1},
-                           "finetune": {"epochs": 1}},
-                 "promote": {"min_metric": None}}  # fmt: skip
+TINY_PIPELINE = {
+    "validate": {"min_images_per_class": 3},
+    "train": {"image_size": 32, "batch_size": 16, "workers": 1, "head": {"epochs": 1}, "finetune": {"epochs": 1}},
+    "promote": {"min_metric": None},
+}
 
 
 def merge(base: dict, extra: dict) -> dict:
@@ -379,10 +446,17 @@ def tiny_origin(dest: Path, remote: str, endpoint: str | None = None, **env: str
     run(["git", "init", "-q", "-b", "main"], cwd=dest)
     remote_cmds = [["dvc", "remote", "add", "-f", "-d", "sample", remote]]
     if endpoint:
-        remote_cmds = [["dvc", "remote", "add", "-d", "team", remote],
-                       ["dvc", "remote", "modify", "team", "endpointurl", endpoint]]  # fmt: skip
-    for cmd in (*remote_cmds, ["dvc", "add", "-q", "data"], ["dvc", "push", "-q"], ["git", "add", "-A"],
-                ["git", "commit", "-qm", "tiny origin"]):  # fmt: skip
+        remote_cmds = [
+            ["dvc", "remote", "add", "-d", "team", remote],
+            ["dvc", "remote", "modify", "team", "endpointurl", endpoint],
+        ]
+    for cmd in (
+        *remote_cmds,
+        ["dvc", "add", "-q", "data"],
+        ["dvc", "push", "-q"],
+        ["git", "add", "-A"],
+        ["git", "commit", "-qm", "tiny origin"],
+    ):
         run(cmd, cwd=dest, **env)
     return dest
 

@@ -1,6 +1,7 @@
 """visionops: reproducible EfficientNet fine-tuning on DVC-versioned image folders."""
 
 import os
+from importlib import metadata as _metadata
 
 # Keep every run offline and quiet before any third-party import reads these (see ../shared/STACK-NOTES.md).
 # setdefault: a user who exports another value keeps it.
@@ -14,4 +15,7 @@ for _key, _value in {
 }.items():
     os.environ.setdefault(_key, _value)
 
-__version__ = "0.1.0"
+try:  # one source of the version: pyproject.toml, as installed
+    __version__ = _metadata.version("visionops")
+except _metadata.PackageNotFoundError:  # (the package's code shipped inside a logged model, not installed)
+    __version__ = "0+unknown"

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import os
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -24,9 +23,10 @@ import cv2
 import keras
 import numpy as np
 
+from visionops.contracts import ROTATIONS
+from visionops.files import atomic_path
 from visionops.preprocess import center_crop, load_square
-
-ROTATIONS = (0, 90, 180, 270)  # orientation task classes, degrees counter-clockwise
+from visionops.progress import track
 
 
 def cache_images(paths: Sequence[Path], side: int, cache_dir: Path | None = None, workers: int = 2) -> np.ndarray:
@@ -51,12 +51,10 @@ def cache_images(paths: Sequence[Path], side: int, cache_dir: Path | None = None
         array[i] = load_square(paths[i], side)
 
     with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(fill, range(len(paths))))
+        list(track(pool.map(fill, range(len(paths))), len(paths), f"decoding {len(paths)} images"))
     if target is not None:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(".tmp.npy")
-        np.save(tmp, array)
-        os.replace(tmp, target)  # complete or absent: a killed run never leaves half a cache
+        with atomic_path(target) as tmp:  # complete or absent: a killed run never leaves half a cache
+            np.save(tmp, array)
     return array
 
 

@@ -40,34 +40,43 @@ def files_suite(p: ValidateParams, classes: list[str]) -> list[gxe.Expectation]:
     return [
         gxe.ExpectColumnValuesToBeNull(column="error", meta=m("unusable", "{error}")),
         gxe.ExpectColumnValuesToBeBetween(
-            column="pixels", max_value=p.max_pixels,
-            meta=m("too_many_pixels",
-                   f"{{width}}x{{height}} exceeds validate.max_pixels={p.max_pixels}; not decoded"),
+            column="pixels",
+            max_value=p.max_pixels,
+            meta=m("too_many_pixels", f"{{width}}x{{height}} exceeds validate.max_pixels={p.max_pixels}; not decoded"),
         ),
         gxe.ExpectColumnValuesToBeInSet(
-            column="format", value_set=list(p.allowed_formats),
-            meta=m("format_not_allowed",
-                   f"format {{format}} is not in validate.allowed_formats={list(p.allowed_formats)}"),
+            column="format",
+            value_set=list(p.allowed_formats),
+            meta=m(
+                "format_not_allowed", f"format {{format}} is not in validate.allowed_formats={list(p.allowed_formats)}"
+            ),
         ),
         gxe.ExpectColumnValuesToBeBetween(
-            column="min_side", min_value=p.min_side,
+            column="min_side",
+            min_value=p.min_side,
             meta=m("too_small", f"{{width}}x{{height}} has a side under validate.min_side={p.min_side}"),
         ),
         gxe.ExpectColumnValuesToBeInSet(
-            column="channels", value_set=list(p.channels),
-            meta=m("channels_not_allowed",
-                   f"{{channels}} channel(s) ({{mode}}) not in validate.channels={list(p.channels)}"),
+            column="channels",
+            value_set=list(p.channels),
+            meta=m(
+                "channels_not_allowed",
+                f"{{channels}} channel(s) ({{mode}}) not in validate.channels={list(p.channels)}",
+            ),
         ),
         gxe.ExpectColumnValuesToBeInSet(
-            column="label", value_set=classes,
+            column="label",
+            value_set=classes,
             meta=m("unknown_label", f"folder '{{label}}' is not in validate.classes={classes}"),
         ),
         gxe.ExpectColumnValuesToBeBetween(
-            column="labels_for_content", max_value=1,
-            meta=m("label_conflict",
-                   "the same content is filed under several labels ({labels_of_content}); keep one copy"),
+            column="labels_for_content",
+            max_value=1,
+            meta=m(
+                "label_conflict", "the same content is filed under several labels ({labels_of_content}); keep one copy"
+            ),
         ),
-    ]  # fmt: skip
+    ]
 
 
 def classes_suite(p: ValidateParams, classes: list[str]) -> list[gxe.Expectation]:
@@ -75,22 +84,32 @@ def classes_suite(p: ValidateParams, classes: list[str]) -> list[gxe.Expectation
     return [
         gxe.ExpectTableRowCountToBeBetween(
             min_value=2,
-            meta={"code": "too_few_classes", "message": "fewer than 2 classes have usable images: add class "
-                  "folders data/<class>/ with images"},
+            meta={
+                "code": "too_few_classes",
+                "message": "fewer than 2 classes have usable images: add class folders data/<class>/ with images",
+            },
         ),
         gxe.ExpectColumnValuesToBeBetween(
-            column="images", min_value=p.min_images_per_class,
-            meta={"code": "too_few_images", "message": "class '{label}' has {images} usable image(s), fewer than "
-                  f"validate.min_images_per_class={p.min_images_per_class}: add images to data/{{label}}/ or "
-                  "lower the threshold in params.yaml"},
+            column="images",
+            min_value=p.min_images_per_class,
+            meta={
+                "code": "too_few_images",
+                "message": "class '{label}' has {images} usable image(s), fewer than "
+                f"validate.min_images_per_class={p.min_images_per_class}: add images to data/{{label}}/ or "
+                "lower the threshold in params.yaml",
+            },
         ),
         gxe.ExpectColumnValuesToBeBetween(
-            column="imbalance", max_value=p.max_imbalance_ratio,
-            meta={"code": "imbalanced", "message": "class '{label}' has {images} images, the largest class "
-                  f"{{imbalance:.1f}}x as many (validate.max_imbalance_ratio={p.max_imbalance_ratio}): add images "
-                  "to it or raise the ratio"},
+            column="imbalance",
+            max_value=p.max_imbalance_ratio,
+            meta={
+                "code": "imbalanced",
+                "message": "class '{label}' has {images} images, the largest class "
+                f"{{imbalance:.1f}}x as many (validate.max_imbalance_ratio={p.max_imbalance_ratio}): add images "
+                "to it or raise the ratio",
+            },
         ),
-    ]  # fmt: skip
+    ]
 
 
 def run_suites(tables: dict[str, tuple[pd.DataFrame, str, list[gxe.Expectation]]], docs_dir: Path) -> dict:

@@ -16,11 +16,13 @@ import shutil
 import subprocess
 import sys
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
+from visionops import registry, tracking
 from visionops.contracts import read_split
 from visionops.errors import UserError
 from visionops.files import atomic_write_bytes, atomic_write_text, write_json
@@ -107,7 +109,16 @@ def _compare(name: str, path: Path, probs: np.ndarray, reference: np.ndarray) ->
     }
 
 
-def export(model_dir: Path | str, data_dir: Path, split_dir: Path, out_dir: Path) -> dict:
+@dataclass(frozen=True)
+class Export:
+    """What the export stage produced: export.json's content, and the training run it was logged to."""
+
+    report: dict
+    run_id: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def export(model_dir: Path | str, data_dir: Path, split_dir: Path, out_dir: Path) -> Export:
     """Run the export stage.
 
     Args:
@@ -117,12 +128,13 @@ def export(model_dir: Path | str, data_dir: Path, split_dir: Path, out_dir: Path
         out_dir: the stage's output folder (``artifacts/export``).
 
     Returns:
-        The content of export.json.
+        export.json's content; for the train stage's own model, the run the files were logged into (``export/``).
     """
     out_dir, data_dir = Path(out_dir), Path(data_dir)
-    model, info = load_trained(model_dir)
+    with registry.local_model(model_dir) as (path, known):
+        model, info = load_trained(path, known)
     test = read_split(split_dir)[0]["test"].head(CHECK_IMAGES)
-    side, size = info["resize_side"], info["image_size"]
+    side, size = info.resize_side, info.image_size
     batch = np.stack([model_input((data_dir / p).read_bytes(), side, size, p) for p in test["path"]])
     reference = model.predict(batch, verbose=0)
 
@@ -142,14 +154,17 @@ def export(model_dir: Path | str, data_dir: Path, split_dir: Path, out_dir: Path
         formats[name] = _compare(name, path, run_tflite(content, batch), reference)
     to_onnx(saved, out_dir / "model.onnx")
     formats["onnx"] = _compare("onnx", out_dir / "model.onnx", run_onnx(out_dir / "model.onnx", batch), reference)
-    atomic_write_text(out_dir / "labels.txt", "".join(f"{c}\n" for c in info["classes"]))
+    atomic_write_text(out_dir / "labels.txt", "".join(f"{c}\n" for c in info.classes))
     result = {
         "formats": formats,
         "check_images": len(batch),
-        "classes": info["classes"],
+        "classes": info.classes,
         "image_size": size,
-        "task": info["task"],
+        "task": info.task,
         "input": "float32 RGB 0-255, (N, image_size, image_size, 3), centre crop",
     }
     write_json(out_dir / "export.json", result)
-    return result
+    run_id, not_logged = tracking.log_into_training_run(
+        model_dir, "the exports", lambda client, run: tracking.log_export(client, run, out_dir)
+    )
+    return Export(result, run_id, not_logged)

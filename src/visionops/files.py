@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +88,23 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` for a writer that only takes a file name (Keras ``save``, ``np.save``); on
+    success it replaces ``path`` in one ``os.replace``, on failure it is removed. Readers never see half a file.
+
+    The temporary name keeps ``path``'s suffix (``.model.keras.tmp.keras``): some writers choose the format by it.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write UTF-8 text atomically (see :func:`atomic_write_bytes`)."""
     atomic_write_bytes(path, text.encode("utf-8"))
@@ -102,6 +121,28 @@ def dump_json(obj: Any) -> str:
 def write_json(path: Path, obj: Any) -> None:
     """Atomically write ``obj`` as stable JSON to ``path``."""
     atomic_write_text(path, dump_json(obj))
+
+
+HIDDEN_NAMES = ("Thumbs.db", "desktop.ini")  # OS clutter that is never an image
+
+
+def is_hidden(rel: Path) -> bool:
+    """True for dot-files, dot-folders and OS clutter (``.DS_Store``, ``Thumbs.db``) anywhere in ``rel``."""
+    return any(part.startswith(".") for part in rel.parts) or rel.name in HIDDEN_NAMES
+
+
+def image_files(source: Path) -> list[Path]:
+    """``source`` itself if it is a file, else every non-hidden file below it, sorted (the images to read).
+
+    Raises:
+        FileNotFoundError: ``source`` does not exist.
+    """
+    source = Path(source)
+    if source.is_file():
+        return [source]
+    if not source.is_dir():
+        raise FileNotFoundError(f"{source}: no such file or folder")
+    return sorted(p for p in source.rglob("*") if p.is_file() and not is_hidden(p.relative_to(source)))
 
 
 class PathEscapeError(UserError, ValueError):

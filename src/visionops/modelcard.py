@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from visionops.contracts import ModelInfo, Promotion, SplitInfo
+
 LOW_F1 = 0.5  # per-class F1 below this is listed as a known limit
 
 
@@ -23,8 +25,8 @@ def facts(artifacts: Path) -> dict:
 
     per_class = artifacts / "evaluate" / "per_class.csv"
     return {
-        "split": read("split/split.json"),
-        "info": read("train/classes.json"),
+        "split": SplitInfo.read(artifacts / "split"),
+        "info": ModelInfo.read(artifacts / "train"),
         "weights": read("train/weights.json"),
         "recipe": read("train/params.json"),
         "metrics": read("evaluate/metrics.json"),
@@ -40,12 +42,12 @@ def _limits(f: dict) -> list[str]:
             "Trained from random initialisation (no pretrained weights): expect it to generalise worse "
             "than a fine-tuned ImageNet model, especially on small datasets."
         )
-    if info["image_size"] < 128:
-        limits.append(f"Small input ({info['image_size']} px): fine detail is lost before the model sees an image.")
-    tested = split["totals"]["test"]
-    if tested < 50 * len(info["classes"]) and info["task"] == "classification":
+    if info.image_size < 128:
+        limits.append(f"Small input ({info.image_size} px): fine detail is lost before the model sees an image.")
+    tested = split.totals["test"]
+    if tested < 50 * len(info.classes) and info.task == "classification":
         limits.append(
-            f"Tested on {tested} images ({tested // max(1, len(info['classes']))} per class on average): "
+            f"Tested on {tested} images ({tested // max(1, len(info.classes))} per class on average): "
             "metrics are uncertain by several points."
         )
     weak = [f"{r['class']} (F1 {r['f1']:.2f})" for r in f["per_class"] if r["f1"] < LOW_F1]
@@ -53,24 +55,24 @@ def _limits(f: dict) -> list[str]:
         limits.append(f"Weak classes on the test split: {', '.join(weak)}.")
     if train["task"] == "orientation":
         limits.append("Answers the rotation (0/90/180/270° counter-clockwise) of an image, not its content.")
-    names = ", ".join(map(str, info["classes"]))
+    names = ", ".join(map(str, info.classes))
     limits.append(f"Knows only the classes {names}: any image gets one of them, even when it shows none.")
     return limits
 
 
-def render(f: dict, name: str, version: str, run: dict, decision: dict) -> str:
+def render(f: dict, name: str, version: str, run: dict, decision: Promotion) -> str:
     """The card as markdown.
 
     Args:
         f: :func:`facts`.
         name, version: the registered model and version.
         run: ``run_id``, ``run_name``, ``model_uri`` and the run's lineage tags (``data.dvc_md5``, ``git.commit``).
-        decision: promote's decision (``decision``, ``reason``, ``metric``).
+        decision: promote's decision.
     """
     info, split, metrics, train = f["info"], f["split"], f["metrics"], f["recipe"]["train"]
     counts = "\n".join(
-        f"| {c} | " + " | ".join(str(split["counts"][s].get(c, 0)) for s in ("train", "val", "test")) + " |"
-        for c in split["classes"]
+        f"| {c} | " + " | ".join(str(split.counts[s].get(c, 0)) for s in ("train", "val", "test")) + " |"
+        for c in split.classes
     )
     numbers = "\n".join(f"| {k} | {v:.4f} |" for k, v in metrics.items() if isinstance(v, float))
     per_class = "\n".join(
@@ -85,21 +87,21 @@ def render(f: dict, name: str, version: str, run: dict, decision: dict) -> str:
     limits = "\n".join(f"- {line}" for line in _limits(f))
     return f"""# {name} v{version}
 
-{info["task"]} model, {info["model"]} at {info["image_size"]} px, {len(info["classes"])} classes:
-{", ".join(map(str, info["classes"]))} (in output order). Registry decision: **{decision["decision"]}**,
-{decision["reason"]}.
+{info.task} model, {info.model} at {info.image_size} px, {len(info.classes)} classes:
+{", ".join(map(str, info.classes))} (in output order). Registry decision: **{decision.decision}**,
+{decision.reason}.
 
 ## Data
-- data.dvc md5 `{run.get("data.dvc_md5") or "unknown"}`, split id `{split["split_id"][:16]}`, git commit
+- data.dvc md5 `{run.get("data.dvc_md5") or "unknown"}`, split id `{split.split_id[:16]}`, git commit
   `{run.get("git.commit", "unknown")[:12]}`{" (dirty)" if run.get("git.dirty") == "true" else ""}
-- images per split: train {split["totals"]["train"]}, val {split["totals"]["val"]}, test {split["totals"]["test"]}
+- images per split: train {split.totals["train"]}, val {split.totals["val"]}, test {split.totals["test"]}
 
 | class | train | val | test |
 |---|---:|---:|---:|
 {counts}
 
 ## Training recipe
-- {info["model"]}, weights **{weights}**; input {info["image_size"]} px, centre crop of a {info["resize_side"]}-px
+- {info.model}, weights **{weights}**; input {info.image_size} px, centre crop of a {info.resize_side}-px
   square (training: random crops of it)
 - stage 1 (frozen backbone, head only): {train["head"]["epochs"]} epochs at learning rate
   {train["head"]["learning_rate"]}; stage 2 (unfreeze {train["finetune"]["unfreeze_blocks"]} blocks, BatchNorm
@@ -129,6 +131,6 @@ curl -s 127.0.0.1:5001/invocations -H 'Content-Type: application/json' \\
   -d "{{\\"dataframe_split\\": {{\\"columns\\": [\\"image\\"], \\"data\\": [[\\"$(base64 -w0 photo.jpg)\\"]]}}}}"
 ```
 The served model takes base64-encoded images (any format OpenCV reads; EXIF orientation applied) in a column
-`image`, or float32 RGB 0-255 tensors of shape (N, {info["image_size"]}, {info["image_size"]}, 3), and answers
+`image`, or float32 RGB 0-255 tensors of shape (N, {info.image_size}, {info.image_size}, 3), and answers
 `label_1, p_1, ...` per image (request param `top_k`). In Python: `mlflow.pyfunc.load_model("{uri}")`.
 """

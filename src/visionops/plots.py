@@ -25,8 +25,15 @@ def plot_confusion(matrix: np.ndarray, classes: list[str], title: str) -> bytes:
     side = max(4.0, 0.6 * len(classes) + 2)
     fig, ax = plt.subplots(figsize=(side, side), dpi=100)
     ax.imshow(matrix, cmap="Blues", vmin=0, vmax=1)
-    ax.set(xticks=range(len(classes)), yticks=range(len(classes)), xticklabels=classes, yticklabels=classes,
-           xlabel="predicted", ylabel="true", title=title)  # fmt: skip
+    ax.set(
+        xticks=range(len(classes)),
+        yticks=range(len(classes)),
+        xticklabels=classes,
+        yticklabels=classes,
+        xlabel="predicted",
+        ylabel="true",
+        title=title,
+    )
     plt.setp(ax.get_xticklabels(), rotation=45, ha="right")
     for (i, j), value in np.ndenumerate(matrix):
         ax.text(j, i, f"{value:.2f}", ha="center", va="center", color="white" if value > 0.5 else "black")

@@ -14,20 +14,40 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from visionops.files import is_inside, sha256_bytes
+from visionops.files import is_hidden, is_inside, sha256_bytes
 
 # Our own max_pixels check (below) runs on the header before any decode; PIL's global guard would
 # otherwise raise on open for large-but-allowed images and hide the header facts we want to report.
 Image.MAX_IMAGE_PIXELS = None
 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
 
-_CHANNELS = {"1": 1, "L": 1, "P": 3, "PA": 4, "LA": 2, "La": 2, "RGB": 3, "RGBA": 4, "RGBa": 4,
-             "CMYK": 4, "YCbCr": 3, "LAB": 3, "HSV": 3, "I": 1, "F": 1}  # fmt: skip
+_CHANNELS = {
+    "1": 1,
+    "L": 1,
+    "P": 3,
+    "PA": 4,
+    "LA": 2,
+    "La": 2,
+    "RGB": 3,
+    "RGBA": 4,
+    "RGBa": 4,
+    "CMYK": 4,
+    "YCbCr": 3,
+    "LAB": 3,
+    "HSV": 3,
+    "I": 1,
+    "F": 1,
+}
 _BITS = {"1": 1, "I": 32, "F": 32}
 _ROTATED_EXIF = {5, 6, 7, 8}  # EXIF orientations that swap width and height
-_HIDDEN = ("Thumbs.db", "desktop.ini")
-_EXTENSIONS = {"JPEG": ("jpg", "jpeg", "jpe", "jfif"), "PNG": ("png",), "BMP": ("bmp", "dib"), "WEBP": ("webp",),
-               "TIFF": ("tif", "tiff"), "GIF": ("gif",)}  # fmt: skip
+_EXTENSIONS = {
+    "JPEG": ("jpg", "jpeg", "jpe", "jfif"),
+    "PNG": ("png",),
+    "BMP": ("bmp", "dib"),
+    "WEBP": ("webp",),
+    "TIFF": ("tif", "tiff"),
+    "GIF": ("gif",),
+}
 
 
 class _Animated(Exception):
@@ -56,11 +76,6 @@ class FileFacts:
     def as_row(self) -> dict:
         """Return the facts as a plain dict (one DataFrame row)."""
         return asdict(self)
-
-
-def is_hidden(rel: Path) -> bool:
-    """True for dot-files, dot-folders and OS clutter (``.DS_Store``, ``Thumbs.db``) anywhere in ``rel``."""
-    return any(part.startswith(".") for part in rel.parts) or rel.name in _HIDDEN
 
 
 def shown(rel: Path) -> str:

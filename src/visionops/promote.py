@@ -18,17 +18,16 @@ other and the better model ends as champion. Aliases and tags only: MLflow's sta
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from visionops import modelcard, tracking
+from visionops import modelcard, registry, tracking
 from visionops.config import ConfigError, Params, PromoteParams
-from visionops.contracts import mismatch
+from visionops.contracts import Promotion, RunInfo, mismatch
 from visionops.errors import UserError
-from visionops.files import atomic_write_text, write_json
-from visionops.tracking import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION
+from visionops.files import atomic_write_text
+from visionops.registry import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION
 
 
 @dataclass(frozen=True)
@@ -58,23 +57,29 @@ def decide(
     return Decision("kept", f"{versus}: gain {gain:+.4f} is less than promote.min_delta {params.min_delta}")
 
 
-def _champion_score(client, champion, split_id: str, params: Params, data_dir: Path, split_dir: Path,
-                    out_dir: Path) -> tuple[float, bool]:  # fmt: skip
+def _champion_score(
+    client, champion, split_id: str, params: Params, data_dir: Path, split_dir: Path, out_dir: Path
+) -> tuple[float, bool]:
     """The champion's score on this split: from its tags, else by scoring its registered model now.
 
     Returns:
         The score, and whether the champion was re-scored now.
     """
     metric, name = params.promote.metric, params.promote.registered_model
-    known = champion.tags.get(tracking.score_tag(split_id, metric))
+    known = champion.tags.get(registry.score_tag(split_id, metric))
     if known is not None:
         return float(known), False
-    from visionops.evaluate import evaluate  # (TensorFlow: imported only when a re-score is needed)
+    from visionops.model import load_trained  # (TensorFlow: imported only when a re-score is needed)
+    from visionops.scoring import score_split
 
-    metrics = evaluate(f"models:/{name}/{champion.version}", data_dir, split_dir, params.evaluate,
-                       out_dir / f"champion_v{champion.version}")  # fmt: skip
-    numbers = {tracking.score_tag(split_id, k): str(v) for k, v in metrics.items() if isinstance(v, int | float)}
-    tracking.tag_version(client, name, champion.version, numbers)
+    uri = f"models:/{name}/{champion.version}"
+    with registry.local_model(uri) as (path, info):
+        model, info = load_trained(path, info)
+    metrics = score_split(
+        model, info, uri, data_dir, split_dir, params.evaluate, out_dir / f"champion_v{champion.version}"
+    )
+    numbers = {registry.score_tag(split_id, k): str(v) for k, v in metrics.items() if isinstance(v, int | float)}
+    registry.tag_version(client, name, champion.version, numbers)
     if metric not in metrics:
         raise ConfigError(f"promote.metric: champion v{champion.version} re-scored without {metric!r}")
     return float(metrics[metric]), True
@@ -114,16 +119,23 @@ def promote(
         numeric = sorted(k for k, v in metrics.items() if isinstance(v, int | float) and k != "examples")
         raise ConfigError(f"promote.metric: {p.metric!r} is not in {eval_dir}/metrics.json; use one of {numeric}")
     client = tracking.connect(consequence="nothing was registered: rerun `visionops promote` once it answers")
-    run_id = tracking.read_run_file(run_file)["run_id"]
+    run_id = RunInfo.read(run_file).run_id
     run_tags = tracking.run_tags(client, run_id)
     if tracking.MODEL_URI_TAG not in run_tags:
-        raise UserError(f"run {run_id} has no logged model (logging failed during train): run `visionops log-run` "
-                        "once the tracking server is back, then promote again.")  # fmt: skip
+        raise UserError(
+            f"run {run_id} has no logged model (logging failed during train): run `visionops log-run` "
+            "once the tracking server is back, then promote again."
+        )
     split_id = metrics["split_id"]
-    registered = tracking.register_version(client, p.registered_model, run_id, run_tags[tracking.MODEL_URI_TAG],
-                                           tracking.version_tags(metrics, split_id, run_tags))  # fmt: skip
-    with tracking.registry_lock(client, p.registered_model, p.lock_timeout_s):
-        version = tracking.get_version(client, p.registered_model, registered.version)
+    registered = registry.register_version(
+        client,
+        p.registered_model,
+        run_id,
+        run_tags[tracking.MODEL_URI_TAG],
+        registry.version_tags(metrics, split_id, run_tags),
+    )
+    with registry.registry_lock(client, p.registered_model, p.lock_timeout_s):
+        version = registry.get_version(client, p.registered_model, registered.version)
         # A rerun for the same run reports the earlier decision instead of deciding twice, unless it is asked to
         # replace the champion (after an `incomparable` decision, say) and the version is not champion already.
         replace = None if version.tags.get("decision") == "promoted" else replace_champion
@@ -135,7 +147,7 @@ def promote(
     card = modelcard.render(
         modelcard.facts(Path(eval_dir).parent),
         p.registered_model,
-        result["version"],
+        result.version,
         {
             **run_tags,
             "run_id": run_id,
@@ -144,9 +156,9 @@ def promote(
         },
         result,
     )
-    tracking.publish_card(client, p.registered_model, result["version"], run_tags[tracking.MODEL_URI_TAG], card)
+    registry.publish_card(client, p.registered_model, result.version, run_tags[tracking.MODEL_URI_TAG], card)
     atomic_write_text(Path(out_dir) / "model_card.md", card)
-    write_json(Path(out_dir) / "decision.json", result)
+    result.write(out_dir)
     return result
 
 
@@ -162,10 +174,10 @@ class Candidate:
 
 def _unlike(candidate_uri: str, champion) -> str | None:
     """Why the candidate cannot be compared with the champion (different interface, unreadable files), or None."""
-    ours = tracking.model_metadata(candidate_uri)
+    ours = registry.model_metadata(candidate_uri)
     try:
-        theirs = tracking.model_metadata(champion.source)
-    except tracking.ModelUnreadable as exc:
+        theirs = registry.model_metadata(champion.source)
+    except registry.ModelUnreadable as exc:
         return f"champion v{champion.version} cannot be read ({exc}), so it can neither be scored nor served"
     return mismatch(ours, theirs, f"champion v{champion.version}")
 
@@ -174,10 +186,10 @@ def _decide_and_apply(
     client, params: Params, version, candidate: Candidate, data_dir: Path, split_dir: Path, out_dir: Path
 ) -> dict:
     p, name, score = params.promote, params.promote.registered_model, candidate.score
-    tracking.set_alias(client, name, CHALLENGER, version.version)
-    champion = tracking.version_by_alias(client, name, CHAMPION)
+    registry.set_alias(client, name, CHALLENGER, version.version)
+    champion = registry.version_by_alias(client, name, CHAMPION)
     pretrained = candidate.run_tags.get("weights.used") in ("imagenet", "file")
-    tags = {"decision.metric": p.metric, "decision.at": _now()}
+    tags = {"decision.metric": p.metric, "decision.at": registry.utc_now()}
     unlike = _unlike(candidate.run_tags[tracking.MODEL_URI_TAG], champion) if champion is not None else None
     if champion is not None:
         tags["decision.compared_with"] = str(champion.version)
@@ -207,9 +219,9 @@ def _decide_and_apply(
     if decision.action == "promoted":
         if champion is not None:
             tags["previous_champion"] = str(champion.version)  # the chain `visionops rollback` walks back
-            tracking.set_alias(client, name, PREVIOUS_CHAMPION, champion.version)
-        tracking.set_alias(client, name, CHAMPION, version.version)
-    tracking.tag_version(client, name, version.version, tags)
+            registry.set_alias(client, name, PREVIOUS_CHAMPION, champion.version)
+        registry.set_alias(client, name, CHAMPION, version.version)
+    registry.tag_version(client, name, version.version, tags)
     return _result(p, version, score, tags, already=False)
 
 
@@ -219,63 +231,25 @@ def _suffix(run_tags: dict) -> str:
     return task if task != "classification" else f"{run_tags.get('git.commit', 'new')[:7]}"
 
 
-def _result(p: PromoteParams, version, score: float, tags: dict, already: bool) -> dict:
-    return {
-        "registered_model": p.registered_model, "version": str(version.version), "run_id": version.run_id,
-        "model_uri": f"models:/{p.registered_model}/{version.version}", "metric": p.metric, "score": score,
-        "decision": tags["decision"], "reason": tags["decision.reason"], "decided_at": tags["decision.at"],
-        "champion_before": tags.get("decision.compared_with"),
-        "champion_score": _float(tags.get("decision.champion_score")),
-        "champion_rescored": tags.get("decision.champion_rescored") == "true", "already_decided": already,
-        "replace_reason": tags.get("decision.replace_reason"), "params": p.model_dump(mode="json"),
-    }  # fmt: skip
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+def _result(p: PromoteParams, version, score: float, tags: dict, already: bool) -> Promotion:
+    return Promotion(
+        registered_model=p.registered_model,
+        version=str(version.version),
+        run_id=version.run_id,
+        model_uri=f"models:/{p.registered_model}/{version.version}",
+        metric=p.metric,
+        score=score,
+        decision=tags["decision"],
+        reason=tags["decision.reason"],
+        decided_at=tags["decision.at"],
+        champion_before=tags.get("decision.compared_with"),
+        champion_score=_float(tags.get("decision.champion_score")),
+        champion_rescored=tags.get("decision.champion_rescored") == "true",
+        already_decided=already,
+        replace_reason=tags.get("decision.replace_reason"),
+        params=p.model_dump(mode="json"),
+    )
 
 
 def _float(value: str | None) -> float | None:
     return None if value in (None, "None") else float(value)
-
-
-def rollback(params: PromoteParams, reason: str) -> dict:
-    """Give ``champion`` back to the version holding ``previous_champion``; tag the demoted version.
-
-    ``previous_champion`` then moves one step further back (to the version the restored champion had replaced),
-    so repeated rollbacks walk the history.
-
-    Raises:
-        UserError: no version holds ``previous_champion``.
-    """
-    client, name = tracking.connect(), params.registered_model
-    with tracking.registry_lock(client, name, params.lock_timeout_s):
-        champion = tracking.version_by_alias(client, name, CHAMPION)
-        previous = tracking.version_by_alias(client, name, PREVIOUS_CHAMPION)
-        if previous is None:
-            raise UserError(f"{name}: no version has the alias {PREVIOUS_CHAMPION}, so there is nothing to roll "
-                            "back to. See `visionops registry`.")  # fmt: skip
-        tracking.set_alias(client, name, CHAMPION, previous.version)
-        tracking.set_alias(client, name, PREVIOUS_CHAMPION, previous.tags.get("previous_champion"))
-        if champion is not None:
-            tracking.tag_version(client, name, champion.version, {"rolled_back": "true", "rolled_back.reason": reason,
-                                 "rolled_back.at": _now()})  # fmt: skip
-    return {"registered_model": name, "champion": str(previous.version),
-            "demoted": str(champion.version) if champion else None,
-            "previous_champion": previous.tags.get("previous_champion")}  # fmt: skip
-
-
-def registry_rows(params: PromoteParams) -> list[dict]:
-    """One row per version of the registered model, newest first: aliases, score, split, decision, lineage."""
-    client = tracking.connect()
-    rows = []
-    for v, aliases in tracking.list_versions(client, params.registered_model):
-        t = v.tags
-        rows.append({
-            "version": str(v.version), "aliases": ",".join(aliases),
-            params.metric: t.get(f"metric.{params.metric}", ""), "split": t.get("split_id", "")[:8],
-            "decision": t.get("decision", "") + (" (rolled back)" if t.get("rolled_back") == "true" else ""),
-            "reason": t.get("decision.reason", ""), "run": t.get("run_name", ""), "weights": t.get("weights.used", ""),
-            "created": time.strftime("%Y-%m-%d %H:%M", time.gmtime(v.creation_timestamp / 1000)),
-        })  # fmt: skip
-    return rows

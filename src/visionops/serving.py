@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from visionops import preprocess
-from visionops.contracts import DEFAULT_TOP_K
+from visionops.contracts import DEFAULT_TOP_K, ModelInfo
 
 IMAGE_COLUMN = "image"
 
@@ -72,7 +72,7 @@ def _is_tensor(data: Any) -> bool:
 class ImageClassifier:
     """A trained model with its class names and input size, answering top-k class names for images or tensors."""
 
-    def __init__(self, model: Any, info: dict) -> None:
+    def __init__(self, model: Any, info: ModelInfo) -> None:
         self.model, self.info = model, info
 
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
@@ -86,7 +86,7 @@ class ImageClassifier:
             MlflowException: (HTTP 400) neither images nor tensors of the model's size, or an image that does not
                 decode; the message says what was expected.
         """
-        size, side = self.info["image_size"], self.info["resize_side"]
+        size, side = self.info.image_size, self.info.resize_side
         data = model_input
         if isinstance(data, pd.DataFrame | dict):
             if IMAGE_COLUMN not in data:
@@ -121,7 +121,7 @@ class ImageClassifier:
     def predict(self, model_input: Any, params: dict | None = None) -> pd.DataFrame:
         """MLflow's pyfunc entry point: one row per image, ``label_1, p_1, …, label_k, p_k``."""
         k = int((params or {}).get("top_k") or DEFAULT_TOP_K)
-        return pd.DataFrame(top_k(self.probabilities(self.batch(model_input)), self.info["classes"], k))
+        return pd.DataFrame(top_k(self.probabilities(self.batch(model_input)), self.info.classes, k))
 
 
 def _load_pyfunc(data_path: str) -> ImageClassifier:

@@ -18,10 +18,10 @@ from pathlib import Path
 import pandas as pd
 
 from visionops.config import SplitParams, save_resolved
+from visionops.contracts import SPLITS, SplitInfo
 from visionops.errors import UserError
-from visionops.files import atomic_write_text, inside, sha256_bytes, write_json
+from visionops.files import atomic_write_text, inside, sha256_bytes
 
-SPLITS = ("train", "val", "test")
 LIST_COLUMNS = ["path", "label", "sha256"]
 
 
@@ -68,7 +68,7 @@ def check_rows(usable: pd.DataFrame, manifest_csv: Path, data_dir: Path) -> None
             )
 
 
-def split(manifest_csv: Path, params: SplitParams, out_dir: Path, data_dir: Path = Path("data")) -> dict:
+def split(manifest_csv: Path, params: SplitParams, out_dir: Path, data_dir: Path = Path("data")) -> SplitInfo:
     """Run the split stage over the usable rows of the validate stage's manifest.
 
     Args:
@@ -78,7 +78,7 @@ def split(manifest_csv: Path, params: SplitParams, out_dir: Path, data_dir: Path
         data_dir: the folder the manifest's paths are relative to; no row may lead outside it.
 
     Returns:
-        The content of split.json: counts per split and class, a hash of each list, warnings.
+        What split.json holds: counts per split and class, a hash of each list, the split's id, warnings.
 
     Raises:
         FileNotFoundError: the manifest is missing (run validate first).
@@ -110,15 +110,15 @@ def split(manifest_csv: Path, params: SplitParams, out_dir: Path, data_dir: Path
         text = usable[usable["side"] == side][LIST_COLUMNS].to_csv(index=False, lineterminator="\n")
         atomic_write_text(out_dir / f"{side}.csv", text)
         hashes[f"{side}.csv"] = sha256_bytes(text.encode("utf-8"))
-    report = {
-        "classes": classes,
-        "counts": {s: {c: int(counts[s].get(c, 0)) for c in classes} for s in SPLITS},
-        "totals": {s: int(sum(counts[s].values())) for s in SPLITS},
-        "sha256": hashes,
+    report = SplitInfo(
+        classes=classes,
+        counts={s: {c: int(counts[s].get(c, 0)) for c in classes} for s in SPLITS},
+        totals={s: int(sum(counts[s].values())) for s in SPLITS},
+        sha256=hashes,
         # One id for the whole split: evaluate and promote compare models only on the same split.
-        "split_id": sha256_bytes("".join(hashes[f"{s}.csv"] for s in SPLITS).encode()),
-        "warnings": warnings,
-    }
-    write_json(out_dir / "split.json", report)
+        split_id=sha256_bytes("".join(hashes[f"{s}.csv"] for s in SPLITS).encode()),
+        warnings=warnings,
+    )
+    report.write(out_dir)
     save_resolved(params, out_dir)
     return report

@@ -28,7 +28,7 @@ import xmlrpc.client
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from visionops.errors import UserError
+from visionops.errors import ServiceUnavailable, UserError
 from visionops.files import project_store, store_root, write_json
 from visionops.processes import alive
 
@@ -37,7 +37,11 @@ HOST = "127.0.0.1"  # every server of the stack binds loopback only
 
 
 class StackError(UserError):
-    """The stack cannot start or is not running; the message says what to do."""
+    """The stack cannot start (a port is taken, a server does not come up); the message says what to do."""
+
+
+class StackNotRunning(ServiceUnavailable):
+    """A command needs the local stack and it is not running."""
 
 
 @dataclass(frozen=True)
@@ -319,7 +323,7 @@ def prefect(stack: Stack, args: list[str], check: bool = True, quiet: bool = Fal
         StackError: the stack is not running, or the command failed with ``check``.
     """
     if not running(stack):
-        raise StackError("the local stack is not running: start it with ./run.sh up")
+        raise StackNotRunning("the local stack is not running: start it with ./run.sh up")
     venv_bin = Path(sys.executable).parent
     done = subprocess.run(
         [str(venv_bin / "prefect"), *args], env={**os.environ, **stack.env()}, cwd=stack.root, capture_output=quiet

@@ -1,4 +1,4 @@
-"""The only module that talks to MLflow: where to log, run lineage, and logging the stages' outputs.
+"""MLflow runs: where to log, run lineage, and logging the stages' outputs (the registry is :mod:`visionops.registry`).
 
 The tracking URI comes from MLFLOW_TRACKING_URI; without it, the project's own store is used
 (``sqlite:///<project>/mlflow.db`` with artifacts in ``<project>/mlartifacts``), which ``visionops ui``
@@ -18,6 +18,7 @@ import tempfile
 import urllib.parse
 import urllib.request
 import warnings
+from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -26,13 +27,13 @@ import mlflow
 import pandas as pd
 import yaml
 from mlflow import MlflowClient
-from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
+from mlflow.entities import Metric, Param, RunTag
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
 from visionops.config import Params, TrainParams
-from visionops.contracts import DEFAULT_TOP_K
-from visionops.errors import UserError
+from visionops.contracts import DEFAULT_TOP_K, ModelInfo, RunInfo, SplitInfo, is_model_uri
+from visionops.errors import ServiceUnavailable
 from visionops.files import atomic_write_text, project_root, project_store, store_root
 
 # MLflow retries a failed request 7 times with exponential backoff (minutes in all) before giving up; the stages
@@ -44,11 +45,20 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
 
 LOGGED_TRAINING, LOGGED_EVALUATION = "visionops.logged.training", "visionops.logged.evaluation"
 MODEL_URI_TAG = "visionops.model_uri"
-PACKAGES = ("tensorflow", "tensorflow-cpu", "keras", "mlflow", "dvc", "great-expectations", "albumentations",
-            "opencv-python-headless", "prefect")  # fmt: skip
+PACKAGES = (
+    "tensorflow",
+    "tensorflow-cpu",
+    "keras",
+    "mlflow",
+    "dvc",
+    "great-expectations",
+    "albumentations",
+    "opencv-python-headless",
+    "prefect",
+)
 
 
-class TrackingUnavailable(UserError):
+class TrackingUnavailable(ServiceUnavailable):
     """The tracking server cannot be reached; the message names it and says what to do."""
 
 
@@ -129,12 +139,11 @@ def lineage(root: Path, split_dir: Path) -> dict[str, str]:
     """Tags that say where a run came from: code, data, split, machine, package versions."""
     data_dvc = root / "data.dvc"
     data_hash = yaml.safe_load(data_dvc.read_text())["outs"][0]["md5"] if data_dvc.is_file() else ""
-    split_info = json.loads((split_dir / "split.json").read_text())
     tags = {
         "git.commit": _git(root, "rev-parse", "HEAD") or "unknown",
         "git.dirty": str(bool(_git(root, "status", "--porcelain", "--untracked-files=no"))).lower(),
         "data.dvc_md5": data_hash,
-        "split_id": split_info["split_id"],
+        "split_id": SplitInfo.read(split_dir).split_id,
         "hardware.platform": platform.platform(),
         "hardware.cpus": str(os.cpu_count()),
     }
@@ -151,13 +160,11 @@ def default_run_name(params: TrainParams, split_dir: Path) -> str:
     return f"{params.model}-{params.size}px-{params.task}-{weights}-{commit}"
 
 
-def start_run(
-    client: MlflowClient, experiment: str, run_name: str, tags: dict[str, str], resume_file: Path
-) -> dict[str, str]:
+def start_run(client: MlflowClient, experiment: str, run_name: str, tags: dict[str, str], resume_file: Path) -> RunInfo:
     """Start a run, or continue the one a killed training left in ``resume_file``.
 
     Returns:
-        What run.json holds: run_id, run_name, experiment_id, tracking_uri.
+        What run.json holds.
     """
     run = None
     if resume_file.is_file():
@@ -168,8 +175,7 @@ def start_run(
     if run is None:
         run = client.create_run(experiment_id(client, experiment), run_name=run_name, tags=tags)
         atomic_write_text(resume_file, run.info.run_id)  # a kill mid-write must not leave an empty run id
-    return {"run_id": run.info.run_id, "run_name": run.info.run_name, "experiment_id": run.info.experiment_id,
-            "tracking_uri": shown_uri(client.tracking_uri)}  # fmt: skip
+    return RunInfo(run.info.run_id, run.info.run_name, run.info.experiment_id, shown_uri(client.tracking_uri))
 
 
 def flatten(value: Any, prefix: str = "") -> dict[str, str]:
@@ -186,18 +192,14 @@ def flatten(value: Any, prefix: str = "") -> dict[str, str]:
     return out
 
 
-def _chunks(items: list, size: int) -> list[list]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
-
-
 def log_params_and_history(client: MlflowClient, run_id: str, params: Params, history: pd.DataFrame) -> None:
-    """All resolved params, then every epoch's metrics on one step axis, in batched calls (no per-step calls).
+    """All resolved params, then every epoch's metrics on one step axis, in batched calls (no per-step calls;
+    ``log_batch`` splits them into the server's request limits).
 
     Timestamps derive from the run's start, so logging the same history twice adds no duplicate points.
     """
     flat = flatten(params.model_dump(mode="json", by_alias=True))
-    for chunk in _chunks([Param(k, v) for k, v in sorted(flat.items())], 100):
-        client.log_batch(run_id, params=chunk)
+    client.log_batch(run_id, params=[Param(k, v) for k, v in sorted(flat.items())])
     start = client.get_run(run_id).info.start_time
     metrics = [
         Metric(column, float(row[column]), start + int(row["epoch"]) * 1000, int(row["epoch"]))
@@ -205,19 +207,23 @@ def log_params_and_history(client: MlflowClient, run_id: str, params: Params, hi
         for column in history.columns
         if column not in ("epoch", "stage") and pd.notna(row[column])
     ]
-    metrics += [Metric("stage", float(r["stage"]), start + int(r["epoch"]) * 1000, int(r["epoch"]))
-                for r in history.to_dict("records")]  # fmt: skip
-    for chunk in _chunks(metrics, 1000):
-        client.log_batch(run_id, metrics=chunk)
+    metrics += [
+        Metric("stage", float(r["stage"]), start + int(r["epoch"]) * 1000, int(r["epoch"]))
+        for r in history.to_dict("records")
+    ]
+    client.log_batch(run_id, metrics=metrics)
 
 
-def _datasets(client: MlflowClient, run_id: str, root: Path, split_dir: Path, data_hash: str) -> None:
-    inputs = []
+def _log_datasets(root: Path, split_dir: Path) -> None:
+    """The train / val / test lists as the active run's dataset inputs, each with its own digest (its list's hash)."""
+    info = SplitInfo.read(split_dir)
+    datasets, contexts = [], []
     for side, context in (("train", "train"), ("val", "validation"), ("test", "test")):
         frame = pd.read_csv(split_dir / f"{side}.csv")
-        dataset = mlflow.data.from_pandas(frame, source=str(root / "data"), name=f"data-{side}", digest=data_hash[:32])
-        inputs.append(DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)]))
-    client.log_inputs(run_id, datasets=inputs)
+        digest = info.sha256[f"{side}.csv"][:32]
+        datasets.append(mlflow.data.from_pandas(frame, source=str(root / "data"), name=f"data-{side}", digest=digest))
+        contexts.append(context)
+    mlflow.log_inputs(datasets=datasets, contexts=contexts)
 
 
 def log_training(client: MlflowClient, run_id: str, params: Params, root: Path, artifacts: Path) -> str:
@@ -239,16 +245,26 @@ def log_training(client: MlflowClient, run_id: str, params: Params, root: Path, 
     history = pd.read_csv(train_dir / "history.csv")
     log_params_and_history(client, run_id, params, history)
     tags = lineage(root, split_dir)
-    _datasets(client, run_id, root, split_dir, tags["data.dvc_md5"] or tags["split_id"])
     weights = json.loads((train_dir / "weights.json").read_text())
-    info = json.loads((train_dir / "classes.json").read_text())
-    tags.update({"weights.used": weights["used"], "weights.requested": str(weights["requested"]),
-                 "task": info["task"], "model": info["model"], "device.gpu": str(info["gpu"]).lower(),
-                 "device.strategy": info.get("strategy", "default"),
-                 "device.replicas": str(info.get("replicas", 1))})  # fmt: skip
+    info = ModelInfo.read(train_dir)
+    tags.update(
+        {
+            "weights.used": weights["used"],
+            "weights.requested": str(weights["requested"]),
+            "task": info.task,
+            "model": info.model,
+            "device.gpu": str(info.gpu).lower(),
+            "device.strategy": info.strategy,
+            "device.replicas": str(info.replicas),
+        }
+    )
     client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
-    files = {root / "params.yaml": "config", root / "dvc.lock": "config", split_dir / "split.json": "split",
-             artifacts / "validate" / "summary.json": "validation"}  # fmt: skip
+    files = {
+        root / "params.yaml": "config",
+        root / "dvc.lock": "config",
+        split_dir / "split.json": "split",
+        artifacts / "validate" / "summary.json": "validation",
+    }
     for path, folder in files.items():
         if path.is_file():
             client.log_artifact(run_id, str(path), folder)
@@ -259,12 +275,13 @@ def log_training(client: MlflowClient, run_id: str, params: Params, root: Path, 
         if folder.is_dir():
             client.log_artifacts(run_id, str(folder), target)
     with mlflow.start_run(run_id=run_id):
+        _log_datasets(root, split_dir)
         model_uri = _log_classifier(train_dir, info)
         mlflow.set_tags({MODEL_URI_TAG: model_uri, LOGGED_TRAINING: "true"})
     return model_uri
 
 
-def _log_classifier(train_dir: Path, info: dict) -> str:
+def _log_classifier(train_dir: Path, info: ModelInfo) -> str:
     """Log model.keras + classes.json as a pyfunc model served by visionops.serving; returns its models:/ URI.
 
     The model ships this package's code (``code_paths``), so the served model preprocesses images with the code
@@ -274,14 +291,14 @@ def _log_classifier(train_dir: Path, info: dict) -> str:
     """
     import visionops
 
-    k = min(DEFAULT_TOP_K, len(info["classes"]))
+    k = min(DEFAULT_TOP_K, len(info.classes))
     columns = (("string", "label"), ("double", "p"))
     outputs = [ColSpec(kind, f"{name}_{rank}") for rank in range(1, k + 1) for kind, name in columns]
     signature = ModelSignature(outputs=Schema(outputs), params=ParamSchema([ParamSpec("top_k", "long", k)]))
     with tempfile.TemporaryDirectory(prefix="visionops-log-") as tmp:
         data, code = Path(tmp) / "classifier", Path(tmp) / "visionops"
         data.mkdir()
-        for name in ("model.keras", "classes.json"):
+        for name in ("model.keras", ModelInfo.FILE):
             shutil.copy2(train_dir / name, data / name)
         shutil.copytree(Path(visionops.__file__).parent, code, ignore=shutil.ignore_patterns("__pycache__"))
         requirements = [
@@ -301,7 +318,7 @@ def _log_classifier(train_dir: Path, info: dict) -> str:
                 code_paths=[str(code)],
                 signature=signature,
                 pip_requirements=requirements,
-                metadata={key: info[key] for key in ("classes", "task", "image_size", "resize_side", "model")},
+                metadata=info.metadata(),
             )
     return model_info.model_uri
 
@@ -335,187 +352,66 @@ def log_export(client: MlflowClient, run_id: str, export_dir: Path) -> None:
     client.log_artifacts(run_id, str(export_dir), "export")
 
 
-def read_run_file(path: Path) -> dict:
-    """The run.json of the train stage: how later stages (evaluate, promote) and people find the run.
+def logged_or_warning(what: str, log: Callable[[], Any]) -> str | None:
+    """Run ``log``; on any failure keep the stage's result (it is on disk) and return how to log it later.
+
+    Returns:
+        None when logged, else a one-line warning naming what was not logged and the command that logs it.
+    """
+    try:
+        log()
+    except Exception as exc:  # noqa: BLE001 - any tracking failure: the files are safe, logging can be redone
+        return (
+            f"logging {what} to MLflow failed ({exc}). The results are saved under artifacts/; run "
+            "`visionops log-run` once the tracking server is back."
+        )
+    return None
+
+
+def log_into_training_run(
+    model_ref: Path | str, what: str, log: Callable[[MlflowClient, str], None]
+) -> tuple[str | None, list[str]]:
+    """When ``model_ref`` is a model trained here (run.json beside it), ``log(client, run_id)`` into its run.
+
+    Evaluate and export log this way; a registered model (a URI) or a loose model file has no run to log into.
+
+    Returns:
+        The run id (None: no run), and the warning when logging failed (the files are saved; ``visionops log-run``).
+    """
+    folder = Path(model_ref) if Path(model_ref).is_dir() else Path(model_ref).parent
+    if is_model_uri(model_ref) or not (folder / RunInfo.FILE).is_file():
+        return None, []
+    run = RunInfo.read(folder)
+    warning = logged_or_warning(what, lambda: log(connect(), run.run_id))
+    return run.run_id, [warning] if warning else []
+
+
+def log_missing(client: MlflowClient, params: Params, root: Path, artifacts: Path) -> tuple[str, list[str]]:
+    """Log what an outage kept from the run in ``artifacts/train/run.json``: its training, its evaluation, or both.
+
+    Returns:
+        The run's id, and what was logged now (``training``, ``evaluation``; empty when nothing was missing).
 
     Raises:
         FileNotFoundError: train has not run.
+        TrackingUnavailable: the run is not in this tracking store.
     """
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"{path} not found: run the train stage first (`dvc repro train`).")
-    return json.loads(Path(path).read_text())
-
-
-# --- Model Registry: versions, aliases, tags. promote.py decides; these functions only read and write. ---
-
-CHAMPION, CHALLENGER, PREVIOUS_CHAMPION = "champion", "challenger", "previous_champion"
-
-
-class ModelUnreadable(UserError):
-    """A logged or registered model's files cannot be read, or it was logged without visionops' metadata."""
-
-
-def _checked_metadata(uri: str, metadata: dict | None) -> dict:
-    missing = {"classes", "task", "image_size", "resize_side"} - set(metadata or {})
-    if missing:
-        raise ModelUnreadable(
-            f"{uri}: logged without {sorted(missing)} in its metadata; log it with `visionops train`."
-        )
-    return dict(metadata)
-
-
-def model_metadata(uri: str) -> dict:
-    """The metadata (classes, task, image_size, resize_side, model) of a logged or registered model, read from its
-    MLmodel file alone (the weights are not downloaded).
-
-    Raises:
-        ModelUnreadable: its files are gone or unreachable, or it carries no visionops metadata.
-    """
+    run = RunInfo.read(artifacts / "train")
     try:
-        metadata = mlflow.models.get_model_info(uri).metadata
-    except (mlflow.exceptions.MlflowException, OSError) as exc:
-        raise ModelUnreadable(
-            f"the files of {uri} cannot be read from {shown_uri(tracking_uri())} ({getattr(exc, 'message', exc)}): "
-            "deleted or moved, or the artifact store is unreachable"
+        tags = client.get_run(run.run_id).data.tags
+    except Exception:  # noqa: BLE001 - MlflowException or a transport error: say where the run was
+        raise TrackingUnavailable(
+            f"run {run.run_id} is not in {shown_uri(client.tracking_uri)}; it was started in {run.tracking_uri}: "
+            "set MLFLOW_TRACKING_URI to that server."
         ) from None
-    return _checked_metadata(uri, metadata)
-
-
-def fetch_model(uri: str, dest: Path) -> tuple[Path, dict]:
-    """Download a logged or registered model into ``dest``.
-
-    Returns:
-        The model.keras file and the metadata it was logged with (classes, task, image_size, resize_side, model).
-
-    Raises:
-        UserError: the URI names no model in the tracking store, or one logged without visionops' metadata.
-    """
-    connect()
-    try:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dest)))
-    except mlflow.exceptions.MlflowException as exc:
-        raise UserError(f"{uri}: no such model in {shown_uri(tracking_uri())} ({exc.message}). List them with "
-                        "`visionops registry`.") from None  # fmt: skip
-    metadata = _checked_metadata(uri, mlflow.models.Model.load(local / "MLmodel").metadata)
-    return next(local.rglob("*.keras")), metadata
-
-
-def publish_card(client: MlflowClient, name: str, version: str, model_uri: str, card: str) -> None:
-    """Make ``card`` (markdown) the description of version ``version`` and log it with its model (model_card.md)."""
-    client.update_model_version(name, version, description=card)
-    with tempfile.TemporaryDirectory(prefix="visionops-card-") as tmp:
-        path = Path(tmp) / "model_card.md"
-        path.write_text(card, encoding="utf-8")
-        client.log_model_artifact(model_uri.removeprefix("models:/"), str(path))
-
-
-def version_tags(metrics: dict, split_id: str, run_tags: dict[str, str]) -> dict[str, str]:
-    """Tags a new model version carries: its test metrics (also as a score on its split) and its lineage."""
-    numbers = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
-    tags = {f"metric.{k}": str(v) for k, v in numbers.items()}
-    tags.update({score_tag(split_id, k): str(v) for k, v in numbers.items()})
-    tags["split_id"] = split_id
-    lineage_keys = {k: k for k in ("git.commit", "git.dirty", "data.dvc_md5", "weights.used", "task", "model")}
-    lineage_keys["mlflow.runName"] = "run_name"
-    tags.update({ours: run_tags[theirs] for theirs, ours in lineage_keys.items() if theirs in run_tags})
-    return tags
-
-
-def score_tag(split_id: str, metric: str) -> str:
-    """The version tag holding a model's ``metric`` on the test set of split ``split_id``."""
-    return f"score.{split_id[:16]}.{metric}"
-
-
-def register_version(client: MlflowClient, name: str, run_id: str, model_uri: str, tags: dict[str, str]):
-    """The registry version of the run's model: created on first call, found again on later ones (idempotent)."""
-    found = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
-    if found:
-        return min(found, key=lambda v: int(v.version))
-    with contextlib.redirect_stdout(None):  # register_model prints "Created version ..." itself
-        return mlflow.register_model(model_uri, name, tags=tags)
-
-
-def version_by_alias(client: MlflowClient, name: str, alias: str):
-    """The version holding ``alias``, or None (no such alias, or no such registered model yet)."""
-    try:
-        return client.get_model_version_by_alias(name, alias)
-    except mlflow.exceptions.MlflowException:
-        return None
-
-
-def list_versions(client: MlflowClient, name: str) -> list[tuple[Any, list[str]]]:
-    """Every version of registered model ``name``, newest first, with its aliases.
-
-    (The version search leaves aliases out; the registered model lists them all in one call.)
-    """
-    versions = client.search_model_versions(f"name = '{name}'")
-    if not versions:
-        return []
-    aliases: dict[str, list[str]] = {}
-    for alias, number in client.get_registered_model(name).aliases.items():
-        aliases.setdefault(str(number), []).append(alias)
-    return [(v, sorted(aliases.get(str(v.version), []))) for v in sorted(versions, key=lambda v: -int(v.version))]
-
-
-@contextlib.contextmanager
-def registry_lock(client: MlflowClient, name: str, stale_after_s: float, poll_s: float = 0.5):
-    """Hold the promotion lock of registered model ``name`` while deciding and moving aliases.
-
-    The lock is the registered model ``<name>.lock``: creating a registered model is the one atomic
-    create-if-absent the MLflow API offers (a unique name in the server's database), so it works between
-    processes on different machines with nothing but the tracking server. A lock older than ``stale_after_s``
-    was left by a killed process and is broken.
-    """
-    import logging
-    import random
-    import socket
-    import time
-
-    lock = f"{name}.lock"
-    holder = f"{socket.gethostname()}:{os.getpid()}"
-    while True:
-        try:
-            description = f"visionops promotion lock of {name}; held by {holder}"
-            client.create_registered_model(lock, tags={"holder": holder}, description=description)
-            break
-        except mlflow.exceptions.MlflowException as exc:
-            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
-                raise
-        with contextlib.suppress(mlflow.exceptions.MlflowException):  # (released meanwhile: just retry)
-            held = client.get_registered_model(lock)
-            age = time.time() - held.creation_timestamp / 1000
-            if age > stale_after_s:
-                logging.getLogger("visionops").warning(
-                    "breaking the promotion lock %s held by %s for %.0f s (promote.lock_timeout_s)",
-                    lock, held.tags.get("holder"), age,
-                )  # fmt: skip
-                client.delete_registered_model(lock)
-        time.sleep(poll_s * (1 + random.random()))  # jitter: waiters do not retry in lockstep
-    try:
-        yield
-    finally:
-        with contextlib.suppress(mlflow.exceptions.MlflowException):
-            client.delete_registered_model(lock)
-
-
-def get_version(client: MlflowClient, name: str, number: str | int):
-    """Version ``number`` of registered model ``name``, read afresh (tags and aliases as they are now)."""
-    return client.get_model_version(name, str(number))
-
-
-def set_alias(client: MlflowClient, name: str, alias: str, number: str | int | None) -> None:
-    """Point ``alias`` at version ``number``; None removes the alias."""
-    if number is None:
-        with contextlib.suppress(mlflow.exceptions.MlflowException):  # (already absent)
-            client.delete_registered_model_alias(name, alias)
-    else:
-        client.set_registered_model_alias(name, alias, str(number))
-
-
-def tag_version(client: MlflowClient, name: str, number: str | int, tags: dict[str, str]) -> None:
-    """Set tags on a model version (decisions, scores on other splits, rollbacks)."""
-    for key, value in tags.items():
-        client.set_model_version_tag(name, str(number), key, value)
+    done = []
+    if LOGGED_TRAINING not in tags:
+        log_training(client, run.run_id, params, root, artifacts)
+        done.append("training")
+    if (artifacts / "evaluate" / "metrics.json").is_file() and LOGGED_EVALUATION not in tags:
+        log_evaluation(client, run.run_id, artifacts / "evaluate")
+        done.append("evaluation")
+    return run.run_id, done
 
 
 def run_tags(client: MlflowClient, run_id: str) -> dict[str, str]:

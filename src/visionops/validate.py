@@ -25,11 +25,25 @@ from rich.progress import Progress
 from visionops.config import ValidateParams, save_resolved
 from visionops.errors import UserError
 from visionops.expectations import Failure, classes_suite, files_suite, run_suites
-from visionops.files import atomic_write_text, is_inside, write_json
-from visionops.probe import FileFacts, is_hidden, probe_file, shown
+from visionops.files import atomic_write_text, is_hidden, is_inside, write_json
+from visionops.probe import FileFacts, probe_file, shown
 
-MANIFEST_COLUMNS = ["path", "label", "sha256", "bytes", "format", "width", "height", "channels", "mode",
-                    "bit_depth", "exif_orientation", "status", "reason", "note"]  # fmt: skip
+MANIFEST_COLUMNS = [
+    "path",
+    "label",
+    "sha256",
+    "bytes",
+    "format",
+    "width",
+    "height",
+    "channels",
+    "mode",
+    "bit_depth",
+    "exif_orientation",
+    "status",
+    "reason",
+    "note",
+]
 INT_COLUMNS = ["bytes", "width", "height", "channels", "bit_depth", "exif_orientation"]
 PROGRESS_FROM = 200  # files; smaller folders finish before a bar is worth drawing
 
@@ -167,7 +181,7 @@ def validate(data_dir: Path, params: ValidateParams, out_dir: Path, workers: int
     table["status"] = "ok"
     table.loc[table["path"].isin(failing), "status"] = "quarantined"
     table.loc[table["ignored"].notna(), "status"] = "ignored"
-    table["reason"] = [_reason(row, file_result["failures"]) for row in table.to_dict("records")]  # fmt: skip
+    table["reason"] = [_reason(row, file_result["failures"]) for row in table.to_dict("records")]
 
     counts = table[table["status"] == "ok"].groupby("label").size()
     per_class = pd.DataFrame({"label": classes, "images": [int(counts.get(c, 0)) for c in classes]})
@@ -188,9 +202,10 @@ def validate(data_dir: Path, params: ValidateParams, out_dir: Path, workers: int
     _write_outputs(out_dir, manifest, summary, params)
     if problems:
         raise ValidationFailed(
-            "validate: the dataset cannot be used:\n  - " + "\n  - ".join(problems)
+            "validate: the dataset cannot be used:\n  - "
+            + "\n  - ".join(problems)
             + f"\nDetails: {docs / 'index.html'} and {out_dir / 'manifest.csv'}"
-        )  # fmt: skip
+        )
     return ValidationReport(manifest=manifest, classes=classes, summary=summary)
 
 

@@ -11,8 +11,16 @@ from helpers import cli, run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-TINY = ["-S", "train.image_size=32", "-S", "train.head.epochs=1", "-S", "train.finetune.epochs=1",
-        "-S", "train.batch_size=64"]  # fmt: skip
+TINY = [
+    "-S",
+    "train.image_size=32",
+    "-S",
+    "train.head.epochs=1",
+    "-S",
+    "train.finetune.epochs=1",
+    "-S",
+    "train.batch_size=64",
+]
 # ROC-AUC is continuous (no ties), and with no margin or floor "the better model is champion" is exact.
 RULE = ["-S", "promote.metric=roc_auc_ovr", "-S", "promote.min_delta=0", "-S", "promote.min_metric=0"]
 
@@ -75,8 +83,12 @@ def _the_prefect_flow_in_process_reruns_nothing(project: Path) -> None:
     import sys
 
     before = {name: (project / name).read_bytes() for name in ("dvc.lock", "params.yaml")}
-    out = run([sys.executable, "flows/training_pipeline.py"], cwd=project, PREFECT_HOME=str(project.parent / "ph"),
-              PREFECT_SERVER_ANALYTICS_ENABLED="false").stdout  # fmt: skip
+    out = run(
+        [sys.executable, "flows/training_pipeline.py"],
+        cwd=project,
+        PREFECT_HOME=str(project.parent / "ph"),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+    ).stdout
     result = json.loads(out.strip().splitlines()[-1])
     assert result["ran"] == dict.fromkeys(("validate", "split", "train", "evaluate", "promote"), False), out
     assert before == {name: (project / name).read_bytes() for name in before}
@@ -144,8 +156,14 @@ def _the_local_mlflow_store_holds_the_run(project: Path) -> None:
     run_id = json.loads((project / "artifacts/train/run.json").read_text())["run_id"]
     port = free_port()
     env = {k: v for k, v in tool_env().items() if k != "MLFLOW_TRACKING_URI"}
-    ui = subprocess.Popen(["visionops", "ui", "--port", str(port)], cwd=project, env=env, start_new_session=True,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    ui = subprocess.Popen(
+        ["visionops", "ui", "--port", str(port)],
+        cwd=project,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline, body = time.monotonic() + 120, ""
         while time.monotonic() < deadline and not body:

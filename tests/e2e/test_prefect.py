@@ -33,12 +33,18 @@ class PrefectStack:
     workers (e.g. the DVC remote's credentials).
     """
 
-    def __init__(self, home: Path, mlflow_uri: str, database_url: str | None = None,
-                 env: dict[str, str] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, home: Path, mlflow_uri: str, database_url: str | None = None, env: dict[str, str] | None = None
+    ) -> None:
         self.port = free_port()
-        self.env = tool_env(PREFECT_HOME=str(home), PREFECT_API_URL=f"http://127.0.0.1:{self.port}/api",
-                            PREFECT_SERVER_ANALYTICS_ENABLED="false", MLFLOW_TRACKING_URI=mlflow_uri,
-                            PREFECT_LOGGING_LEVEL="INFO", **(env or {}))  # fmt: skip
+        self.env = tool_env(
+            PREFECT_HOME=str(home),
+            PREFECT_API_URL=f"http://127.0.0.1:{self.port}/api",
+            PREFECT_SERVER_ANALYTICS_ENABLED="false",
+            MLFLOW_TRACKING_URI=mlflow_uri,
+            PREFECT_LOGGING_LEVEL="INFO",
+            **(env or {}),
+        )
         self.server_env = dict(self.env)
         if database_url:
             self.server_env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = database_url
@@ -46,8 +52,9 @@ class PrefectStack:
 
     def spawn(self, cmd: list[str], log: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.Popen:
         out = open(self.home / log, "ab")  # noqa: SIM115 - kept open for the process's lifetime
-        proc = subprocess.Popen(cmd, env=env or self.env, cwd=cwd or self.home, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)  # fmt: skip
+        proc = subprocess.Popen(
+            cmd, env=env or self.env, cwd=cwd or self.home, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
         self.procs.append(proc)
         return proc
 
@@ -59,8 +66,9 @@ class PrefectStack:
         return self
 
     def cmd(self, *args: str, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
-        proc = subprocess.run(["prefect", *args], env=self.env, cwd=cwd or self.home, capture_output=True, text=True,
-                              timeout=300)  # fmt: skip
+        proc = subprocess.run(
+            ["prefect", *args], env=self.env, cwd=cwd or self.home, capture_output=True, text=True, timeout=300
+        )
         assert not check or proc.returncode == 0, proc.stdout + proc.stderr
         return proc
 
@@ -100,9 +108,11 @@ class PrefectStack:
         texts, offset = [], 0
         while True:
             payload = json.loads(body) | {"offset": offset}
-            request = urllib.request.Request(f"http://127.0.0.1:{self.port}/api/logs/filter",
-                                             data=json.dumps(payload).encode(),
-                                             headers={"Content-Type": "application/json"})  # fmt: skip
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{self.port}/api/logs/filter",
+                data=json.dumps(payload).encode(),
+                headers={"Content-Type": "application/json"},
+            )
             with urllib.request.urlopen(request, timeout=10) as response:
                 page = json.loads(response.read())
             texts += [entry["message"] for entry in page]
@@ -141,9 +151,12 @@ def _team_stack(request: pytest.FixtureRequest, base: Path) -> tuple:
     """Only configuration differs from the laptop: database URLs, S3 locations, the remote and its credentials."""
     pg, s3 = request.getfixturevalue("postgres_server"), request.getfixturevalue("s3_server")
     bucket = s3.bucket("pipeline")
-    mlflow_server = MlflowServer(base / "mlflow", backend_store_uri=pg.new_database("mlflow_pipeline"),
-                                 artifacts_destination=f"s3://{bucket}/mlflow",
-                                 env=s3.env("MLFLOW_S3_ENDPOINT_URL")).start()  # fmt: skip
+    mlflow_server = MlflowServer(
+        base / "mlflow",
+        backend_store_uri=pg.new_database("mlflow_pipeline"),
+        artifacts_destination=f"s3://{bucket}/mlflow",
+        env=s3.env("MLFLOW_S3_ENDPOINT_URL"),
+    ).start()
     prefect = PrefectStack(base, mlflow_server.uri, pg.new_database("prefect", "postgresql+asyncpg"), s3.env()).start()
     origin = tiny_origin(base / "origin", f"s3://{bucket}/dvc", s3.endpoint, **s3.env())
     return prefect, mlflow_server, origin, {"postgres": pg, "s3": s3, "bucket": bucket}
@@ -153,9 +166,11 @@ def _assert_in_team_stores(team: dict, flow_run_id: str, mlflow_run_id: str) -> 
     """The flow run is a row in Prefect's PostgreSQL database; the MLflow run in MLflow's; the files in S3."""
     pg, s3, bucket = team["postgres"], team["s3"], team["bucket"]
     assert pg.query("prefect", "SELECT state_type::text FROM flow_run WHERE id = %s::uuid", (flow_run_id,)) == [
-        ("COMPLETED",)]  # fmt: skip
+        ("COMPLETED",)
+    ]
     assert pg.query("mlflow_pipeline", "SELECT status FROM runs WHERE run_uuid = %s", (mlflow_run_id,)) == [
-        ("FINISHED",)]  # fmt: skip
+        ("FINISHED",)
+    ]
     keys = s3.keys(bucket)
     assert any(k.startswith("mlflow/") and f"/{mlflow_run_id}/artifacts/evaluation/" in k for k in keys), keys
     assert any(k.startswith("dvc/runs/") for k in keys), "the flow pushed DVC's run cache to the S3 remote"
@@ -210,8 +225,9 @@ def test_deployment_runs_then_a_rerun_retrains_nothing(stack) -> None:
     assert "Running stage 'train'" in logs and "Running stage 'promote'" in logs
     versions = stack.mlflow.search_model_versions("name = 'visionops-sample-classifier'")
     assert len(versions) == 1 and versions[0].tags["decision"] == "promoted"
-    runs = stack.mlflow.search_runs(experiment_ids=[stack.mlflow.get_experiment_by_name("visionops-sample")
-                                                     .experiment_id])  # fmt: skip
+    runs = stack.mlflow.search_runs(
+        experiment_ids=[stack.mlflow.get_experiment_by_name("visionops-sample").experiment_id]
+    )
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     if stack.team:
         _assert_in_team_stores(stack.team, first, runs[0].info.run_id)

@@ -29,7 +29,7 @@ from mlflow import MlflowClient
 from visionops.config import PromoteParams, SplitParams
 from visionops.promote import decide
 from visionops.split import split
-from visionops.tracking import score_tag
+from visionops.registry import score_tag
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 TRAIN = """

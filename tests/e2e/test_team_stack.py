@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 from helpers import S3_KEYS, MlflowServer, cli, run, tiny_origin, tiny_project
 
-from visionops.tracking import CHAMPION, MODEL_URI_TAG, connect, register_version, set_alias
+from visionops.registry import CHAMPION, register_version, set_alias
+from visionops.tracking import MODEL_URI_TAG, connect
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 PARAMS = """
@@ -32,9 +33,12 @@ DATABASE, MODEL = "mlflow_team", "team-stack-classifier"
 def team_mlflow(postgres_server, s3_server, tmp_path_factory: pytest.TempPathFactory):
     """`mlflow server` on a PostgreSQL database, proxying artifacts to S3: only the server holds S3 settings."""
     bucket = s3_server.bucket("team-mlflow")
-    server = MlflowServer(tmp_path_factory.mktemp("team-mlflow"), artifacts_destination=f"s3://{bucket}/mlflow",
-                          backend_store_uri=postgres_server.new_database(DATABASE),
-                          env=s3_server.env("MLFLOW_S3_ENDPOINT_URL")).start()  # fmt: skip
+    server = MlflowServer(
+        tmp_path_factory.mktemp("team-mlflow"),
+        artifacts_destination=f"s3://{bucket}/mlflow",
+        backend_store_uri=postgres_server.new_database(DATABASE),
+        env=s3_server.env("MLFLOW_S3_ENDPOINT_URL"),
+    ).start()
     server.bucket = bucket
     yield server
     server.stop()

@@ -27,8 +27,9 @@ def test_outage_mid_run_then_log_run_gives_one_complete_run(tmp_path: Path, mlfl
     """The server dies during training: the stage still ends, its files intact; `log-run` logs it all later."""
     project = tiny_project(tmp_path / "project", PARAMS)
     env = tool_env(MLFLOW_TRACKING_URI=mlflow_server.uri)
-    proc = subprocess.Popen(cli("train"), cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        cli("train"), cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.monotonic() + 300
     while not list(project.glob("artifacts/.resume/train-*/mlflow_run_id")) and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -63,11 +64,22 @@ def _assert_complete_run(client: MlflowClient, project: Path, uri: str) -> None:
     contexts = {i.tags[0].value for i in logged.inputs.dataset_inputs}
     assert contexts == {"train", "validation", "test"}
 
-    files = {f.path for folder in ("config", "train", "validation", "evaluation", "split")
-             for f in client.list_artifacts(run_id, folder)}  # fmt: skip
-    for expected in ("config/params.yaml", "train/augment_preview.png", "train/curves.png", "train/history.csv",
-                     "validation/summary.json", "validation/data_docs", "evaluation/confusion_matrix.png",
-                     "evaluation/per_class.csv", "split/split.json"):  # fmt: skip
+    files = {
+        f.path
+        for folder in ("config", "train", "validation", "evaluation", "split")
+        for f in client.list_artifacts(run_id, folder)
+    }
+    for expected in (
+        "config/params.yaml",
+        "train/augment_preview.png",
+        "train/curves.png",
+        "train/history.csv",
+        "validation/summary.json",
+        "validation/data_docs",
+        "evaluation/confusion_matrix.png",
+        "evaluation/per_class.csv",
+        "split/split.json",
+    ):
         assert expected in files, (expected, sorted(files))
     assert client.list_artifacts(run_id, "tensorboard")
 

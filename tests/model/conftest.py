@@ -15,8 +15,9 @@ def pretrained_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     It stands in for ImageNet weights (which cannot be downloaded here) through the real local-file path.
     """
-    backbone = keras.applications.EfficientNetB0(include_top=False, weights=None, input_shape=(SIZE, SIZE, 3),
-                                                 pooling="avg")  # fmt: skip
+    backbone = keras.applications.EfficientNetB0(
+        include_top=False, weights=None, input_shape=(SIZE, SIZE, 3), pooling="avg"
+    )
     for layer in backbone.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.moving_mean.assign(layer.moving_mean + 0.1)

@@ -19,8 +19,8 @@ import numpy as np
 
 from visionops.config import TrainParams
 from visionops.dataset import Batches
-from visionops.model import distribution_strategy, strategy_info
-from visionops.train import _compile, global_batch_size, run_stage, worker_dirs
+from visionops.distribute import distribution_strategy, strategy_info
+from visionops.fitting import compile_for_stage, fit_stage, global_batch_size, worker_dirs
 
 PER_REPLICA = 4  # train.batch_size of the distributed runs; the single-device run uses the same global batch
 EPOCHS, SIZE, CLASSES = 3, 8, 3
@@ -50,20 +50,21 @@ def main(out_dir: Path, report: Path) -> None:
     with strategy.scope():
         model = tiny_model()
     params = TrainParams.model_validate({"image_size": 32, "weights": None, "batch_size": batch})
-    _compile(model, 0.01, params, xla=False)
+    compile_for_stage(model, 0.01, params, xla=False)
     images, labels = data(32, 1)
     val_images, val_labels = data(16, 2)
     common = {"num_classes": CLASSES, "size": SIZE, "batch_size": batch, "seed": 3}
     train_batches = Batches(images, labels, training=True, **common)
     val_batches = Batches(val_images, val_labels, **common)
     with worker_dirs(out_dir, out_dir.parent / f".resume-{out_dir.name}", topology) as (write_dir, resume):
-        run_stage(model, 1, EPOCHS, train_batches, val_batches, resume, write_dir, patience=EPOCHS)
+        fit_stage(model, 1, EPOCHS, train_batches, val_batches, resume, write_dir, patience=EPOCHS)
         history = (resume / "stage1-history.csv").read_text()
         weights = [w.tolist() for w in model.get_weights()]
         (write_dir / "weights.json").write_text(json.dumps(weights))
         (write_dir / "history.csv").write_text(history)
-    report.write_text(json.dumps({**topology, "batch": batch, "write_dir": str(write_dir), "history": history,
-                                  "weights": weights}))  # fmt: skip
+    report.write_text(
+        json.dumps({**topology, "batch": batch, "write_dir": str(write_dir), "history": history, "weights": weights})
+    )
 
 
 if __name__ == "__main__":

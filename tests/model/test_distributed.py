@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import REPO, cli, free_port, tiny_project, tool_env
+from visionops.distribute import tf_config_from_env
 
-from visionops.cluster import tf_config_from_env
 from visionops.config import ConfigError
 
 pytestmark = pytest.mark.slow
@@ -30,8 +30,14 @@ TIMEOUT = 240
 def _start(root: Path, name: str, **env: str) -> tuple[subprocess.Popen, Path]:
     log = open(root / f"{name}.log", "wb")  # noqa: SIM115 - kept open for the process's lifetime
     cmd = [sys.executable, str(WORKER), str(root / name), str(root / f"{name}.json")]
-    proc = subprocess.Popen(cmd, cwd=root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                            env=tool_env(TF_CPP_MIN_LOG_LEVEL="2", **env))  # fmt: skip
+    proc = subprocess.Popen(
+        cmd,
+        cwd=root,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env=tool_env(TF_CPP_MIN_LOG_LEVEL="2", **env),
+    )
     return proc, root / f"{name}.json"
 
 
@@ -56,9 +62,13 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, dict
     started = {
         "single": _start(root, "single"),
         "mirrored": _start(root, "mirrored", VISIONOPS_DEVICES="CPU:0,CPU:1"),
-        **{f"worker{i}": _start(root, f"worker{i}", VISIONOPS_WORKER_HOSTS=",".join(hosts), JOB_COMPLETION_INDEX=str(i))
-           for i in range(2)},
-    }  # fmt: skip
+        **{
+            f"worker{i}": _start(
+                root, f"worker{i}", VISIONOPS_WORKER_HOSTS=",".join(hosts), JOB_COMPLETION_INDEX=str(i)
+            )
+            for i in range(2)
+        },
+    }
     _wait_all(root, {name: proc for name, (proc, _) in started.items()})
     return root, {name: json.loads(report.read_text()) for name, (_, report) in started.items()}
 
@@ -103,8 +113,12 @@ def test_two_workers_train_like_one_worker_and_only_the_chief_writes(runs) -> No
 
 
 def test_tf_config_from_an_indexed_job() -> None:
-    env = {"JOB_COMPLETION_INDEX": "1", "VISIONOPS_WORKERS": "3", "VISIONOPS_WORKER_SERVICE": "visionops-workers",
-           "HOSTNAME": "train-x7k2p-1"}  # fmt: skip
+    env = {
+        "JOB_COMPLETION_INDEX": "1",
+        "VISIONOPS_WORKERS": "3",
+        "VISIONOPS_WORKER_SERVICE": "visionops-workers",
+        "HOSTNAME": "train-x7k2p-1",
+    }
     config = json.loads(tf_config_from_env(env))
     hosts = [f"train-x7k2p-{i}.visionops-workers:12345" for i in range(3)]
     assert config == {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": 1}}
@@ -120,16 +134,25 @@ def test_tf_config_from_an_indexed_job() -> None:
         tf_config_from_env({**explicit, "VISIONOPS_WORKER_HOSTS": "a,b:2"})
 
 
-@pytest.mark.skipif(not os.environ.get("VISIONOPS_TEST_B0_MIRRORED"), reason="≈ 2 min on 2 cores: set "
-                    "VISIONOPS_TEST_B0_MIRRORED=1 to run the real train stage under MirroredStrategy")  # fmt: skip
+@pytest.mark.skipif(
+    not os.environ.get("VISIONOPS_TEST_B0_MIRRORED"),
+    reason="≈ 2 min on 2 cores: set VISIONOPS_TEST_B0_MIRRORED=1 to run the real train stage under MirroredStrategy",
+)
 def test_real_train_stage_under_mirrored_strategy(tmp_path: Path) -> None:
     """`visionops train --no-track` (the stage without MLflow) trains and saves B0 on two logical CPUs."""
-    params = ("train: {image_size: 32, weights: null, batch_size: 4, workers: 1, head: {epochs: 1}, "
-              "finetune: {epochs: 1}}\naugment: [{name: HorizontalFlip, p: 0.5}]\n")  # fmt: skip
+    params = (
+        "train: {image_size: 32, weights: null, batch_size: 4, workers: 1, head: {epochs: 1}, "
+        "finetune: {epochs: 1}}\naugment: [{name: HorizontalFlip, p: 0.5}]\n"
+    )
     project = tiny_project(tmp_path / "project", params)
-    proc = subprocess.run(cli("train", "--no-track"), cwd=project, capture_output=True, text=True,
-                          timeout=TIMEOUT * 2, env=tool_env(VISIONOPS_DEVICES="CPU:0,CPU:1", TF_CPP_MIN_LOG_LEVEL="2",
-                                                            PYTHONPATH=str(REPO / "src")))  # fmt: skip
+    proc = subprocess.run(
+        cli("train", "--no-track"),
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT * 2,
+        env=tool_env(VISIONOPS_DEVICES="CPU:0,CPU:1", TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO / "src")),
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert "training under MirroredStrategy: 2 replica(s) on 1 worker(s), global batch 8" in proc.stderr
     info = json.loads((project / "artifacts/train/classes.json").read_text())

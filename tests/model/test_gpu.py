@@ -12,7 +12,8 @@ from corpus import good_class
 from helpers import SIZE, tiny_params
 
 from visionops.config import SplitParams, ValidateParams
-from visionops.model import build_backbone, build_model, configure_precision
+from visionops.distribute import configure_precision
+from visionops.model import build_backbone, build_model
 from visionops.split import split
 from visionops.train import train
 from visionops.validate import validate

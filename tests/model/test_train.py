@@ -136,8 +136,9 @@ def test_predict_folder_and_file(trained, tmp_path: Path) -> None:
 
 def test_orientation_task(tmp_path: Path) -> None:
     data, split_dir = _dataset(tmp_path, per_class=6)
-    result = train(data, split_dir, tiny_params(task="orientation"), [AugmentStep(name="GaussNoise", p=0.5)],
-                   tmp_path / "train")  # fmt: skip
+    result = train(
+        data, split_dir, tiny_params(task="orientation"), [AugmentStep(name="GaussNoise", p=0.5)], tmp_path / "train"
+    )
     assert result.classes == ["0", "90", "180", "270"]
     evaluate(tmp_path / "train", data, split_dir, EvaluateParams(), tmp_path / "ev")
     predictions = pd.read_csv(tmp_path / "ev" / "predictions.csv")
@@ -155,8 +156,20 @@ def test_resume_after_kill(tmp_path: Path) -> None:
         "train: {image_size: 32, weights: null, batch_size: 8, workers: 1, early_stopping_patience: 50,\n"
         "        head: {epochs: 1}, finetune: {epochs: 12}}\n"
     )
-    cmd = [sys.executable, "-m", "visionops.cli", "train", "--params", str(params), "--data", str(data),
-           "--split", str(split_dir), "--out", str(tmp_path / "train")]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "visionops.cli",
+        "train",
+        "--params",
+        str(params),
+        "--data",
+        str(data),
+        "--split",
+        str(split_dir),
+        "--out",
+        str(tmp_path / "train"),
+    ]
     (tmp_path / "dvc.yaml").write_text("stages: {}\n")  # the project root: its MLflow store goes here, not in the repo
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | {"PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

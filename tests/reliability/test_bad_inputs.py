@@ -95,8 +95,12 @@ def _params(text: str) -> Callable[[Path], object]:
 
 def _manifest(path: str, label: str) -> Callable[[Path], object]:
     def setup(project: Path) -> None:
-        rows = pd.DataFrame([{"path": "cat/img_000.jpg", "label": "cat", "sha256": "a" * 64, "status": "ok"},
-                             {"path": path, "label": label, "sha256": "b" * 64, "status": "ok"}])  # fmt: skip
+        rows = pd.DataFrame(
+            [
+                {"path": "cat/img_000.jpg", "label": "cat", "sha256": "a" * 64, "status": "ok"},
+                {"path": path, "label": label, "sha256": "b" * 64, "status": "ok"},
+            ]
+        )
         write(project, "artifacts/validate/manifest.csv", rows.to_csv(index=False).encode())
 
     return setup
@@ -145,77 +149,175 @@ def _drop_images(label: str, keep: int) -> Callable[[Path], object]:
 NO_CHANGE: Callable[[Path], object] = lambda project: None  # noqa: E731
 FIX = "Fix the key(s) above in"
 CASES: dict[str, Case] = {
-    "params_unknown_top_key": Case(_params("valdate: {}\n"), _load, ConfigError,
-                                   ("valdate: unknown key", "Did you mean 'validate'?", FIX)),
-    "params_unknown_nested_key": Case(_params("train: {head: {epoch: 3}}\n"), _load, ConfigError,
-                                      ("train.head.epoch: unknown key", "Did you mean 'epochs'?")),
-    "params_test_ratio_zero": Case(_params("split: {test_ratio: 0}\n"), _load, ConfigError,
-                                   ("split.test_ratio", "greater than 0", FIX)),
-    "params_test_ratio_negative": Case(_params("split: {test_ratio: -0.1}\n"), _load, ConfigError,
-                                       ("split.test_ratio", "greater than 0", "-0.1")),
-    "params_test_ratio_one": Case(_params("split: {test_ratio: 1.0}\n"), _load, ConfigError,
-                                  ("split.test_ratio", "less than 1")),
-    "params_ratios_leave_no_train": Case(_params("split: {test_ratio: 0.9, val_ratio: 0.9}\n"), _load, ConfigError,
-                                         ("split:", "less than 5% of the images for training")),
-    "params_image_size_not_multiple": Case(_params("train: {image_size: 225}\n"), _load, ConfigError,
-                                           ("train.image_size", "not a multiple of 4", "use 224 or 228")),
-    "params_image_size_too_small": Case(_params("train: {image_size: 16}\n"), _load, ConfigError,
-                                        ("train.image_size", "greater than or equal to 32")),
-    "params_unknown_variant": Case(_params("train: {model: EfficientNetB9}\n"), _load, ConfigError,
-                                   ("train.model", "'EfficientNetV2S'", "Did you mean 'EfficientNetB"),),
-    "params_wrong_type": Case(_params("train: {batch_size: big}\n"), _load, ConfigError,
-                              ("train.batch_size", "valid integer", "'big'")),
-    "params_section_not_mapping": Case(_params("split: [0.2, 0.1]\n"), _load, ConfigError,
-                                       ("split:", "valid dictionary", FIX)),
-    "params_not_a_mapping": Case(_params("- validate\n- split\n"), _load, ConfigError,
-                                 ("params.yaml", "expected a mapping of sections")),
-    "params_invalid_yaml": Case(_params("split:\n  test_ratio: [0.2\n"), _load, ConfigError,
-                                ("params.yaml: not valid YAML", "line 2, column 15", "Fix the file at the line")),
-    "params_duplicate_key": Case(_params("split:\n  test_ratio: 0.2\n  test_ratio: 0.3\n"), _load, ConfigError,
-                                 ("key 'test_ratio' is given twice", "line 3", "keep one")),
-    "params_tab_indent": Case(_params("split:\n\ttest_ratio: 0.2\n"), _load, ConfigError,
-                              ("params.yaml: not valid YAML", "line 2")),
-    "params_class_with_dotdot": Case(_params("validate: {classes: ['../secrets', cat]}\n"), _load, ConfigError,
-                                     ("validate.classes", "'../secrets' is not a folder name", "plain names")),
-    "params_class_with_slash": Case(_params("validate: {classes: [cat/kitten, dog]}\n"), _load, ConfigError,
-                                    ("validate.classes", "'cat/kitten' is not a folder name")),
-    "params_weights_dotdot": Case(_params("train: {weights: ../../models/b0.h5}\n"), _load, ConfigError,
-                                  ("train.weights", "climbs out of the project", "absolute path")),
-    "params_holdout_dotdot": Case(_params("evaluate: {holdout_dir: data/../../elsewhere}\n"), _load, ConfigError,
-                                  ("evaluate.holdout_dir", "climbs out of the project")),
-    "params_weights_missing_file": Case(_params("train: {weights: models/nope.h5, image_size: 32}\n"), _backbone,
-                                        ConfigError, ("train.weights", "'models/nope.h5' does not exist", "null")),
-    "params_missing_file": Case(lambda p: (p / "params.yaml").unlink(), _load, ConfigError,
-                                ("params.yaml: not found", "--params PATH")),
-    "augment_unknown_name": Case(_params("augment: [{name: HorizontalFlp}]\n"), _augment, ConfigError,
-                                 ("augment[0].name", "'HorizontalFlp'", "Did you mean HorizontalFlip")),
-    "augment_v1_argument": Case(_params("augment: [{name: GaussNoise, var_limit: [10, 50]}]\n"), _augment,
-                                ConfigError, ("augment[0] (GaussNoise)", "var_limit", "1.x names are not accepted")),
-    "augment_not_a_list": Case(_params("augment: {name: HorizontalFlip}\n"), _load, ConfigError,
-                               ("augment", "valid list")),
-    "data_missing": Case(lambda p: os.rename(p / "data", p / "data_moved"), _validate, FileNotFoundError,
-                         ("data/ not found", "dvc pull", "sample-data")),
-    "data_empty": Case(lambda p: (p / "empty").mkdir(), lambda p: validate(p / "empty", PARAMS, p / "out", 1),
-                       ValidationFailed, ("fewer than 2 classes", "add class folders data/<class>/")),
-    "class_too_few_images": Case(_drop_images("dog", 1), _validate, ValidationFailed,
-                                 ("class 'dog' has 1 usable image", "validate.min_images_per_class=3",
-                                  "add images to data/dog/")),
-    "single_class": Case(lambda p: os.rename(p / "data" / "dog", p / "dog_moved"), _validate, ValidationFailed,
-                         ("fewer than 2 classes",)),
-    "manifest_dotdot_path": Case(_manifest("cat/../../etc/passwd", "cat"), _split, PathEscapeError,
-                                 ("manifest.csv row 2 (path)", "'cat/../../etc/passwd' leads outside",
-                                  "copy the file into")),
-    "manifest_absolute_path": Case(_manifest("/etc/passwd", "cat"), _split, PathEscapeError,
-                                   ("manifest.csv row 2 (path)", "'/etc/passwd' leads outside")),
-    "manifest_label_with_dotdot": Case(_manifest("cat/img_001.jpg", "../cat"), _split, SplitError,
-                                       ("manifest.csv row 2", "label '../cat'", "re-run `visionops validate`")),
-    "cli_params_typo": Case(_params("split: {test_ratoi: 0.3}\n"), _cli("split"), UserError,
-                            ("error:", "split.test_ratoi: unknown key", "Did you mean 'test_ratio'?")),
-    "cli_invalid_yaml": Case(_params("split: {test_ratio: 0.2\n"), _cli("split"), UserError,
-                             ("error:", "params.yaml: not valid YAML", "line 2")),
-    "cli_manifest_dotdot": Case(_manifest("cat/../../../etc/hosts", "cat"), _cli("split"), UserError,
-                                ("error:", "row 2 (path)", "leads outside data/")),
-}  # fmt: skip
+    "params_unknown_top_key": Case(
+        _params("valdate: {}\n"), _load, ConfigError, ("valdate: unknown key", "Did you mean 'validate'?", FIX)
+    ),
+    "params_unknown_nested_key": Case(
+        _params("train: {head: {epoch: 3}}\n"),
+        _load,
+        ConfigError,
+        ("train.head.epoch: unknown key", "Did you mean 'epochs'?"),
+    ),
+    "params_test_ratio_zero": Case(
+        _params("split: {test_ratio: 0}\n"), _load, ConfigError, ("split.test_ratio", "greater than 0", FIX)
+    ),
+    "params_test_ratio_negative": Case(
+        _params("split: {test_ratio: -0.1}\n"), _load, ConfigError, ("split.test_ratio", "greater than 0", "-0.1")
+    ),
+    "params_test_ratio_one": Case(
+        _params("split: {test_ratio: 1.0}\n"), _load, ConfigError, ("split.test_ratio", "less than 1")
+    ),
+    "params_ratios_leave_no_train": Case(
+        _params("split: {test_ratio: 0.9, val_ratio: 0.9}\n"),
+        _load,
+        ConfigError,
+        ("split:", "less than 5% of the images for training"),
+    ),
+    "params_image_size_not_multiple": Case(
+        _params("train: {image_size: 225}\n"),
+        _load,
+        ConfigError,
+        ("train.image_size", "not a multiple of 4", "use 224 or 228"),
+    ),
+    "params_image_size_too_small": Case(
+        _params("train: {image_size: 16}\n"), _load, ConfigError, ("train.image_size", "greater than or equal to 32")
+    ),
+    "params_unknown_variant": Case(
+        _params("train: {model: EfficientNetB9}\n"),
+        _load,
+        ConfigError,
+        ("train.model", "'EfficientNetV2S'", "Did you mean 'EfficientNetB"),
+    ),
+    "params_wrong_type": Case(
+        _params("train: {batch_size: big}\n"), _load, ConfigError, ("train.batch_size", "valid integer", "'big'")
+    ),
+    "params_section_not_mapping": Case(
+        _params("split: [0.2, 0.1]\n"), _load, ConfigError, ("split:", "valid dictionary", FIX)
+    ),
+    "params_not_a_mapping": Case(
+        _params("- validate\n- split\n"), _load, ConfigError, ("params.yaml", "expected a mapping of sections")
+    ),
+    "params_invalid_yaml": Case(
+        _params("split:\n  test_ratio: [0.2\n"),
+        _load,
+        ConfigError,
+        ("params.yaml: not valid YAML", "line 2, column 15", "Fix the file at the line"),
+    ),
+    "params_duplicate_key": Case(
+        _params("split:\n  test_ratio: 0.2\n  test_ratio: 0.3\n"),
+        _load,
+        ConfigError,
+        ("key 'test_ratio' is given twice", "line 3", "keep one"),
+    ),
+    "params_tab_indent": Case(
+        _params("split:\n\ttest_ratio: 0.2\n"), _load, ConfigError, ("params.yaml: not valid YAML", "line 2")
+    ),
+    "params_class_with_dotdot": Case(
+        _params("validate: {classes: ['../secrets', cat]}\n"),
+        _load,
+        ConfigError,
+        ("validate.classes", "'../secrets' is not a folder name", "plain names"),
+    ),
+    "params_class_with_slash": Case(
+        _params("validate: {classes: [cat/kitten, dog]}\n"),
+        _load,
+        ConfigError,
+        ("validate.classes", "'cat/kitten' is not a folder name"),
+    ),
+    "params_weights_dotdot": Case(
+        _params("train: {weights: ../../models/b0.h5}\n"),
+        _load,
+        ConfigError,
+        ("train.weights", "climbs out of the project", "absolute path"),
+    ),
+    "params_holdout_dotdot": Case(
+        _params("evaluate: {holdout_dir: data/../../elsewhere}\n"),
+        _load,
+        ConfigError,
+        ("evaluate.holdout_dir", "climbs out of the project"),
+    ),
+    "params_weights_missing_file": Case(
+        _params("train: {weights: models/nope.h5, image_size: 32}\n"),
+        _backbone,
+        ConfigError,
+        ("train.weights", "'models/nope.h5' does not exist", "null"),
+    ),
+    "params_missing_file": Case(
+        lambda p: (p / "params.yaml").unlink(), _load, ConfigError, ("params.yaml: not found", "--params PATH")
+    ),
+    "augment_unknown_name": Case(
+        _params("augment: [{name: HorizontalFlp}]\n"),
+        _augment,
+        ConfigError,
+        ("augment[0].name", "'HorizontalFlp'", "Did you mean HorizontalFlip"),
+    ),
+    "augment_v1_argument": Case(
+        _params("augment: [{name: GaussNoise, var_limit: [10, 50]}]\n"),
+        _augment,
+        ConfigError,
+        ("augment[0] (GaussNoise)", "var_limit", "1.x names are not accepted"),
+    ),
+    "augment_not_a_list": Case(
+        _params("augment: {name: HorizontalFlip}\n"), _load, ConfigError, ("augment", "valid list")
+    ),
+    "data_missing": Case(
+        lambda p: os.rename(p / "data", p / "data_moved"),
+        _validate,
+        FileNotFoundError,
+        ("data/ not found", "dvc pull", "sample-data"),
+    ),
+    "data_empty": Case(
+        lambda p: (p / "empty").mkdir(),
+        lambda p: validate(p / "empty", PARAMS, p / "out", 1),
+        ValidationFailed,
+        ("fewer than 2 classes", "add class folders data/<class>/"),
+    ),
+    "class_too_few_images": Case(
+        _drop_images("dog", 1),
+        _validate,
+        ValidationFailed,
+        ("class 'dog' has 1 usable image", "validate.min_images_per_class=3", "add images to data/dog/"),
+    ),
+    "single_class": Case(
+        lambda p: os.rename(p / "data" / "dog", p / "dog_moved"), _validate, ValidationFailed, ("fewer than 2 classes",)
+    ),
+    "manifest_dotdot_path": Case(
+        _manifest("cat/../../etc/passwd", "cat"),
+        _split,
+        PathEscapeError,
+        ("manifest.csv row 2 (path)", "'cat/../../etc/passwd' leads outside", "copy the file into"),
+    ),
+    "manifest_absolute_path": Case(
+        _manifest("/etc/passwd", "cat"),
+        _split,
+        PathEscapeError,
+        ("manifest.csv row 2 (path)", "'/etc/passwd' leads outside"),
+    ),
+    "manifest_label_with_dotdot": Case(
+        _manifest("cat/img_001.jpg", "../cat"),
+        _split,
+        SplitError,
+        ("manifest.csv row 2", "label '../cat'", "re-run `visionops validate`"),
+    ),
+    "cli_params_typo": Case(
+        _params("split: {test_ratoi: 0.3}\n"),
+        _cli("split"),
+        UserError,
+        ("error:", "split.test_ratoi: unknown key", "Did you mean 'test_ratio'?"),
+    ),
+    "cli_invalid_yaml": Case(
+        _params("split: {test_ratio: 0.2\n"),
+        _cli("split"),
+        UserError,
+        ("error:", "params.yaml: not valid YAML", "line 2"),
+    ),
+    "cli_manifest_dotdot": Case(
+        _manifest("cat/../../../etc/hosts", "cat"),
+        _cli("split"),
+        UserError,
+        ("error:", "row 2 (path)", "leads outside data/"),
+    ),
+}
 
 
 @pytest.fixture

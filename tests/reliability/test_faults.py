@@ -38,8 +38,9 @@ def _kill_when(cmd: list[str], cwd: Path, ready: Callable[[], bool], **env: str)
     Returns:
         The exit status: -9 when the kill landed while the command still ran.
     """
-    proc = subprocess.Popen(cmd, cwd=cwd, env=tool_env(**env), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(
+        cmd, cwd=cwd, env=tool_env(**env), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     try:
         while proc.poll() is None and not ready():
             time.sleep(0.002)
@@ -84,8 +85,13 @@ def test_unwritable_output_folder_is_named_with_the_fix(tmp_path: Path) -> None:
         good_class(base / "data", "ant", 3)
         (base / "params.yaml").write_text("validate: {min_images_per_class: 1}\n")
         (base / "out").mkdir()  # root's, mode 755: others may read, not write
-        cmd = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
-               *cli("validate", "--params", "params.yaml", "--data", "data", "--out", str(base / "out"))]  # fmt: skip
+        cmd = [
+            "setpriv",
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            *cli("validate", "--params", "params.yaml", "--data", "data", "--out", str(base / "out")),
+        ]
         failed = run(cmd, cwd=base, check=False, timeout=120, HOME=str(base))
         message = " ".join(failed.stderr.split())
         assert failed.returncode == 1, failed.stdout + failed.stderr
@@ -184,8 +190,11 @@ FILES, FILE_SIZE = 160, 256 * 1024  # 40 MB: a pull takes about a second here, l
 
 
 def _md5s(folder: Path) -> dict[str, str]:
-    return {p.relative_to(folder).as_posix(): hashlib.md5(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}  # fmt: skip
+    return {
+        p.relative_to(folder).as_posix(): hashlib.md5(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _cached(project: Path) -> tuple[list[Path], list[Path]]:
@@ -203,10 +212,15 @@ def _origin_and_clone(tmp_path: Path, endpoint: str) -> tuple[Path, Path]:
         path = origin / "data" / f"c{i % 4}" / f"{i:03d}.bin"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(rng.bytes(FILE_SIZE))
-    for cmd in (["git", "init", "-q", "-b", "main"], ["dvc", "init", "-q"], ["dvc", "add", "-q", "data"],
-                ["dvc", "remote", "add", "-d", "store", "s3://dvc-store/cache"],
-                ["dvc", "remote", "modify", "store", "endpointurl", endpoint],
-                ["git", "add", "-A"], ["git", "commit", "-q", "-m", "data"]):  # fmt: skip
+    for cmd in (
+        ["git", "init", "-q", "-b", "main"],
+        ["dvc", "init", "-q"],
+        ["dvc", "add", "-q", "data"],
+        ["dvc", "remote", "add", "-d", "store", "s3://dvc-store/cache"],
+        ["dvc", "remote", "modify", "store", "endpointurl", endpoint],
+        ["git", "add", "-A"],
+        ["git", "commit", "-q", "-m", "data"],
+    ):
         run(cmd, cwd=origin)
     run(["git", "clone", "-q", str(origin), str(clone)], cwd=tmp_path)
     return origin, clone

@@ -67,8 +67,9 @@ def test_model_with_code_is_refused_by_loader_and_cli(tmp_path: Path) -> None:
     path = tmp_path / "model" / "model.keras"
     path.parent.mkdir()
     keras.Model(inputs, outputs).save(path)
-    (path.parent / "classes.json").write_text(json.dumps({"classes": ["a"], "task": "classification",
-                                                          "image_size": 8, "resize_side": 8}))  # fmt: skip
+    (path.parent / "classes.json").write_text(
+        json.dumps({"classes": ["a"], "task": "classification", "image_size": 8, "resize_side": 8})
+    )
     with pytest.raises(UnsafeModelError, match="refused to load, it carries Python code"):
         load_model(path)
     write(tmp_path, "images/a.jpg", good_jpeg(1))
@@ -92,8 +93,14 @@ def _logged_stage_outputs(root: Path) -> Path:
     history = pd.DataFrame({"epoch": [0, 1], "stage": [1, 2], "loss": [1.0, 0.5]})
     write(artifacts, "train/history.csv", history.to_csv(index=False).encode())
     write(artifacts, "train/weights.json", json.dumps({"used": "random", "requested": None}).encode())
-    info = {"classes": ["cat", "dog"], "task": "classification", "image_size": 32, "resize_side": 36,
-            "model": "EfficientNetB0", "gpu": False}  # fmt: skip
+    info = {
+        "classes": ["cat", "dog"],
+        "task": "classification",
+        "image_size": 32,
+        "resize_side": 36,
+        "model": "EfficientNetB0",
+        "gpu": False,
+    }
     write(artifacts, "train/classes.json", json.dumps(info).encode())
     write(artifacts, "train/params.json", b"{}")
     png = cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))[1].tobytes()
@@ -120,9 +127,11 @@ def auth_server(tmp_path_factory: pytest.TempPathFactory):
     pytest.importorskip("flask_wtf", reason="mlflow's basic-auth app needs Flask-WTF (pip install 'mlflow[auth]')")
     base = tmp_path_factory.mktemp("auth")
     config = base / "auth.ini"
-    config.write_text(f"[mlflow]\ndefault_permission = READ\ndatabase_uri = sqlite:///{base / 'auth.db'}\n"
-                      "admin_username = admin\nauthorization_function = "
-                      "mlflow.server.auth:authenticate_request_basic_auth\n")  # fmt: skip
+    config.write_text(
+        f"[mlflow]\ndefault_permission = READ\ndatabase_uri = sqlite:///{base / 'auth.db'}\n"
+        "admin_username = admin\nauthorization_function = "
+        "mlflow.server.auth:authenticate_request_basic_auth\n"
+    )
     env = {
         "MLFLOW_AUTH_CONFIG_PATH": str(config),
         "MLFLOW_AUTH_ADMIN_PASSWORD": CANARIES["MLFLOW_TRACKING_PASSWORD"],
@@ -205,8 +214,14 @@ def test_visionops_ui_listens_on_loopback_only(tmp_path: Path) -> None:
     port = free_port()
     env = tool_env()
     env.pop("MLFLOW_TRACKING_URI", None)  # the project's own store: `ui` starts a server only then
-    proc = subprocess.Popen(cli("ui", "--port", str(port)), cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
-                            stderr=open(tmp_path / "ui.log", "wb"), start_new_session=True)  # noqa: SIM115  # fmt: skip
+    proc = subprocess.Popen(
+        cli("ui", "--port", str(port)),
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp_path / "ui.log", "wb"),  # noqa: SIM115 - kept open for the server's lifetime
+        start_new_session=True,
+    )
     try:
         wait_until_up(f"http://127.0.0.1:{port}/health", proc, tmp_path / "ui.log", 120, "visionops ui")
         addresses = _listening(port)

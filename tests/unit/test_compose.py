@@ -110,8 +110,13 @@ def test_workers_poll_prefect_yaml_pools_and_reach_the_servers(services: dict[st
         command, env = services[worker]["command"], services[worker]["environment"]
         assert command[:3] == ["prefect", "worker", "start"] and command[command.index("--pool") + 1] == pool
         assert command[command.index("--type") + 1] == "process" and "--with-healthcheck" in command
-        assert {"PREFECT_API_URL", "MLFLOW_TRACKING_URI", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-                "AWS_ENDPOINT_URL_S3"} <= set(env), worker  # fmt: skip
+        assert {
+            "PREFECT_API_URL",
+            "MLFLOW_TRACKING_URI",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_ENDPOINT_URL_S3",
+        } <= set(env), worker
         assert not {"POSTGRES_PASSWORD", "MINIO_ROOT_PASSWORD"} & set(env), f"{worker} gets no server secret"
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from visionops.evaluate import expected_calibration_error, score
+from visionops.scoring import expected_calibration_error, score
 from visionops.plots import plot_confusion
 
 CLASSES = ["a", "b", "c"]

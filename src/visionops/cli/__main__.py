@@ -1,0 +1,5 @@
+"""``python -m visionops.cli``: the same commands as ``visionops``."""
+
+from visionops.cli import app
+
+app()

@@ -1,0 +1,177 @@
+"""Fitting a model in two stages with per-epoch backups: batches, compile, fit, resume, the merged history.
+
+The train stage drives these. A killed run resumes where it stopped: each epoch is backed up under
+``artifacts/.resume/<config and split key>/`` (Keras ``BackupAndRestore``), a finished stage's weights are kept
+there and loaded instead of fitted again, and both stages' per-epoch logs merge into one history.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import albumentations as A
+import keras
+import pandas as pd
+import tensorflow as tf
+
+from visionops.config import AugmentStep, TrainParams
+from visionops.contracts import ModelInfo
+from visionops.dataset import Batches, balanced_class_weights, cache_images
+from visionops.files import atomic_path, dump_json
+from visionops.progress import keras_verbose
+
+log = logging.getLogger(__name__)
+
+
+def compile_for_stage(model: keras.Model, learning_rate: float, params: TrainParams, xla: bool) -> None:
+    """Compile for one fine-tuning stage (recompiling after the trainable flags changed).
+
+    The optimizer's variables must live under the strategy the model was built in, or fit refuses to mix them.
+    """
+    with model.distribute_strategy.scope():
+        model.compile(
+            optimizer=keras.optimizers.Adam(learning_rate),
+            loss=keras.losses.CategoricalCrossentropy(label_smoothing=params.label_smoothing),
+            metrics=["accuracy"],
+            jit_compile=xla,
+        )
+
+
+def global_batch_size(batch_size: int, strategy: tf.distribute.Strategy) -> int:
+    """The examples of one fit step: ``train.batch_size`` per replica × the replicas in sync.
+
+    The learning rate stays as configured: Adam's step size barely depends on the batch size, and a scaled rate
+    would need a warm-up to be safe; tune ``learning_rate`` for the global batch if you change the GPU count a lot.
+    """
+    return batch_size * strategy.num_replicas_in_sync
+
+
+def sync_batchnorm(model: keras.Model, strategy: tf.distribute.Strategy) -> None:
+    """Make trainable BatchNormalization use the global batch's statistics when there are several replicas.
+
+    Per-replica statistics (Keras' default) would make N replicas train differently from one device with the
+    same global batch, and worse with small per-replica batches; the synchronised form costs one all-reduce per
+    layer and step.
+    """
+    if strategy.num_replicas_in_sync > 1:
+        for layer in model.layers[1].layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.synchronized = True
+
+
+def make_batches(
+    data_dir: Path,
+    out_dir: Path,
+    lists: dict[str, pd.DataFrame],
+    info: ModelInfo,
+    params: TrainParams,
+    pipeline: A.Compose,
+    strategy: tf.distribute.Strategy,
+) -> tuple[Batches, Batches | None]:
+    """Training and validation batches of the global batch size (each worker makes the same ones)."""
+    side, size, classes = info.resize_side, info.image_size, info.classes
+    cache_dir = out_dir.parent / ".cache" if params.cache == "disk" else None
+    images = {s: cache_images([data_dir / p for p in lists[s]["path"]], side, cache_dir) for s in ("train", "val")}
+    labels = {s: info.labels(list(lists[s]["label"])) for s in ("train", "val")}
+    weighting = (
+        balanced_class_weights(labels["train"], len(classes))
+        if params.class_weights and params.task == "classification"
+        else None
+    )
+    batch = global_batch_size(params.batch_size, strategy)
+    common = {"num_classes": len(classes), "size": size, "task": params.task, "seed": params.seed}
+    train_batches = Batches(
+        images["train"],
+        labels["train"],
+        batch_size=batch,
+        augment=pipeline,
+        training=True,
+        class_weights=weighting,
+        workers=params.workers,
+        **common,
+    )
+    val_batches = Batches(images["val"], labels["val"], batch_size=batch, **common) if len(lists["val"]) else None
+    return train_batches, val_batches
+
+
+@contextlib.contextmanager
+def worker_dirs(out_dir: Path, resume: Path, topology: dict) -> Iterator[tuple[Path, Path]]:
+    """(output folder, resume folder) of this worker; non-chief outputs go to a temporary folder, then removed.
+
+    A non-chief keeps its own resume folder beside the chief's, in case both share a volume: after a restart
+    every worker must resume at the same epoch, or their collective ops would not line up.
+    """
+    if topology["chief"]:
+        resume.mkdir(parents=True, exist_ok=True)
+        yield Path(out_dir), resume
+        return
+    resume = resume.with_name(f"{resume.name}-worker{topology['worker_index']}")
+    resume.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="visionops-worker-") as tmp:
+        yield Path(tmp), resume
+
+
+def fit_stage(
+    model: keras.Model,
+    stage: int,
+    epochs: int,
+    train_batches: Batches,
+    val_batches: Batches | None,
+    resume: Path,
+    out_dir: Path,
+    patience: int,
+) -> None:
+    """Fit one fine-tuning stage with per-epoch backups, or load its weights when an earlier run finished it."""
+    done = resume / f"stage{stage}.weights.h5"
+    if done.is_file():
+        log.info("stage %d finished in an earlier run: loading %s", stage, done)
+        model.load_weights(done)
+        return
+    if epochs:
+        monitor = "val_loss" if val_batches is not None else "loss"
+        model.fit(
+            train_batches,
+            validation_data=val_batches,
+            epochs=epochs,
+            shuffle=False,
+            verbose=keras_verbose(),
+            callbacks=[
+                keras.callbacks.BackupAndRestore(str(resume / f"stage{stage}-backup")),
+                keras.callbacks.CSVLogger(str(resume / f"stage{stage}-history.csv"), append=True),
+                keras.callbacks.EarlyStopping(monitor, patience=patience, restore_best_weights=True),
+                keras.callbacks.TensorBoard(str(out_dir / "tensorboard" / f"stage{stage}")),
+            ],
+        )
+    with atomic_path(done) as tmp:
+        model.save_weights(tmp)
+
+
+def resume_dir(out_dir: Path, params: TrainParams, augment: list[AugmentStep], split_id: str) -> Path:
+    """Where a run keeps its per-epoch backups: one folder per config and split, so anything else starts fresh."""
+    config = dump_json({"train": params.model_dump(mode="json"), "augment": [a.model_dump() for a in augment]})
+    key = hashlib.sha256((config + split_id).encode()).hexdigest()[:16]
+    return Path(out_dir).parent / ".resume" / f"train-{key}"
+
+
+def history(resume: Path) -> pd.DataFrame:
+    """Both stages' per-epoch logs on one continuous epoch axis (a resumed epoch logged twice counts once)."""
+    frames, offset = [], 0
+    for stage in (1, 2):
+        path = resume / f"stage{stage}-history.csv"
+        if not path.is_file():
+            continue
+        frame = pd.read_csv(path).drop_duplicates("epoch", keep="last").sort_values("epoch")
+        frame.insert(0, "stage", stage)
+        frame["epoch"] = range(offset, offset + len(frame))
+        offset += len(frame)
+        frames.append(frame)
+    if not frames:
+        return pd.DataFrame(columns=["stage", "epoch", "loss", "accuracy"])
+    columns = ["epoch", "stage", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"]
+    merged = pd.concat(frames, ignore_index=True)
+    return merged[[c for c in columns if c in merged.columns]]
