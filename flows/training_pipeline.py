@@ -17,6 +17,7 @@ import os
 import re
 import subprocess
 import sys
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from prefect.runtime import deployment, flow_run
 from prefect.tasks import exponential_backoff
 
 from visionops import stack
+from visionops.contracts import Promotion, RunInfo
 
 STAGES = ("validate", "split", "train", "evaluate", "promote")
 # Per stage: (retries, timeout in seconds). Retries go where the failure can be transient: train and evaluate
@@ -142,19 +144,28 @@ def push_results(project: Path) -> None:
     sh(["dvc", "push", "--run-cache"], project)
 
 
-def read_results(project: Path) -> dict[str, dict]:
-    """What the stages left for the report: test metrics, the promotion decision, the MLflow run."""
-    files = {"metrics": "evaluate/metrics.json", "decision": "promote/decision.json", "run": "train/run.json"}
-    return {key: json.loads((project / "artifacts" / rel).read_text()) for key, rel in files.items()}
+@dataclass(frozen=True)
+class Results:
+    """What the stages left for the report, read through the stages' typed files."""
+
+    metrics: dict
+    decision: Promotion
+    run: RunInfo
 
 
-def summary_markdown(results: dict[str, dict], ran: dict[str, bool]) -> str:
+def read_results(project: Path) -> Results:
+    """The test metrics, the promotion decision and the MLflow run of the pipeline in ``project``."""
+    artifacts = project / "artifacts"
+    metrics = json.loads((artifacts / "evaluate" / "metrics.json").read_text())
+    return Results(metrics, Promotion.read(artifacts / "promote"), RunInfo.read(artifacts / "train"))
+
+
+def summary_markdown(results: Results, ran: dict[str, bool]) -> str:
     """The run's report: which stages ran, the test metrics, the promotion decision, MLflow links."""
-    metrics, decision, run_info = results["metrics"], results["decision"], results["run"]
+    run, decision = results.run, results.decision
     # A server's own URL; for the project's sqlite store, where `./run.sh up` (or `visionops ui`) serves it.
-    ui = run_info["tracking_uri"] if run_info["tracking_uri"].startswith("http") else stack.load().mlflow_url
-    run_url = f"{ui.rstrip('/')}/#/experiments/{run_info['experiment_id']}/runs/{run_info['run_id']}"
-    name, version = decision["registered_model"], decision["version"]
+    ui = (run.tracking_uri if run.tracking_uri.startswith("http") else stack.load().mlflow_url).rstrip("/")
+    name, version = decision.registered_model, decision.version
     lines = [
         "## Training pipeline",
         "",
@@ -166,17 +177,17 @@ def summary_markdown(results: dict[str, dict], ran: dict[str, bool]) -> str:
         "",
         "| metric | value |",
         "|---|---|",
-        *(f"| {k} | {v:.4f} |" for k, v in metrics.items() if isinstance(v, float)),
+        *(f"| {k} | {v:.4f} |" for k, v in results.metrics.items() if isinstance(v, float)),
         "",
         "### Promotion",
         "",
-        f"**{decision['decision']}**: {decision['reason']}",
+        f"**{decision.decision}**: {decision.reason}",
         "",
-        f"- MLflow run: [{run_info['run_name']}]({run_url})",
-        f"- Model version: [{name} v{version}]({ui.rstrip('/')}/#/models/{name}/versions/{version})",
+        f"- MLflow run: [{run.run_name}]({ui}/#/experiments/{run.experiment_id}/runs/{run.run_id})",
+        f"- Model version: [{name} v{version}]({ui}/#/models/{name}/versions/{version})",
     ]
-    if not run_info["tracking_uri"].startswith("http"):
-        lines.append(f"- Tracking store: `{run_info['tracking_uri']}` (open it with `./run.sh up` or `visionops ui`)")
+    if not run.tracking_uri.startswith("http"):
+        lines.append(f"- Tracking store: `{run.tracking_uri}` (open it with `./run.sh up` or `visionops ui`)")
     return "\n".join(lines)
 
 
@@ -223,7 +234,7 @@ def training_pipeline(
     create_markdown_artifact(
         summary_markdown(results, ran), key="training-pipeline", description="metrics, promotion decision, MLflow links"
     )
-    return {"ran": ran, "decision": results["decision"], "metrics": results["metrics"]}
+    return {"ran": ran, "decision": asdict(results.decision), "metrics": results.metrics}
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -101,7 +101,10 @@ VARIANT_SIZES = {
     "EfficientNetV2M": 480,
     "EfficientNetV2L": 480,
 }
-Variant = Literal[tuple(VARIANT_SIZES)]  # type: ignore[valid-type]
+if TYPE_CHECKING:  # (a Literal built from the table, one list to maintain, is beyond a static checker)
+    Variant = str
+else:
+    Variant = Literal[tuple(VARIANT_SIZES)]
 # Keras builds EfficientNet at any side >= 32, but every variant's published size is a multiple of 4 (224, 240,
 # 260, 300, 380, 456, 528, 600, 384, 480): the stem and first stride-2 stage then divide evenly, with no
 # one-sided 'same' padding at the highest resolution. Other values are almost always typos (225, 299).

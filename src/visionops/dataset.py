@@ -140,7 +140,7 @@ class Batches(keras.utils.PyDataset):
         chosen = self.order[i * self.batch_size : (i + 1) * self.batch_size]
         rng = np.random.default_rng([self.seed, self.epoch, i]) if self.training else None
         pipeline = self._pipeline()
-        if pipeline is not None:
+        if pipeline is not None and rng is not None:  # (a pipeline exists for training batches only)
             pipeline.set_random_seed(int(rng.integers(2**31)))
         batch = np.empty((len(chosen), self.size, self.size, 3), dtype=np.float32)
         for row, j in enumerate(chosen):

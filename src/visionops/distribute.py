@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
+from typing import Any
 
 import keras
 import tensorflow as tf
@@ -141,7 +142,7 @@ def _fix_keras_multi_worker() -> None:
             return tree.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None), values)
         return reduce_per_replica(values, strategy, reduction)
 
-    def build_from_local_batch(self: keras.Model, iterator: object = None, data_batch: object = None) -> None:
+    def build_from_local_batch(self: keras.Model, iterator: Any = None, data_batch: Any = None) -> None:
         strategy = self.distribute_strategy
         if iterator is not None and multi_worker(strategy):
             _, _, batches = next(iter(iterator))
@@ -183,7 +184,7 @@ def strategy_info(strategy: tf.distribute.Strategy) -> dict:
     resolver = getattr(strategy, "cluster_resolver", None)
     task_type = getattr(resolver, "task_type", None)
     workers, chief, index = 1, True, 0
-    if task_type:
+    if resolver is not None and task_type:
         index = resolver.task_id or 0
         cluster = resolver.cluster_spec().as_dict()
         workers = sum(len(cluster.get(kind, [])) for kind in ("chief", "worker"))

@@ -155,7 +155,7 @@ def run_suites(tables: dict[str, tuple[pd.DataFrame, str, list[gxe.Expectation]]
             if item.success:
                 continue
             keys = frozenset(str(row[key]) for row in item.result.get("unexpected_index_list") or [])
-            meta = item.expectation_config.meta
+            meta = item.expectation_config.meta if item.expectation_config else {}
             failures.append(Failure(meta["code"], meta["message"], keys))
         outcome[name] = {"success": bool(result.success), "failures": failures, "evaluated": len(result.results)}
     return outcome

@@ -84,18 +84,24 @@ def make_batches(
         else None
     )
     batch = global_batch_size(params.batch_size, strategy)
-    common = {"num_classes": len(classes), "size": size, "task": params.task, "seed": params.seed}
     train_batches = Batches(
         images["train"],
         labels["train"],
-        batch_size=batch,
+        len(classes),
+        size,
+        batch,
+        task=params.task,
+        seed=params.seed,
         augment=pipeline,
         training=True,
         class_weights=weighting,
         workers=params.workers,
-        **common,
     )
-    val_batches = Batches(images["val"], labels["val"], batch_size=batch, **common) if len(lists["val"]) else None
+    val_batches = None
+    if len(lists["val"]):
+        val_batches = Batches(
+            images["val"], labels["val"], len(classes), size, batch, task=params.task, seed=params.seed
+        )
     return train_batches, val_batches
 
 

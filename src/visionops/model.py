@@ -46,6 +46,7 @@ class WeightsUsed:
 def imagenet_cache_file(variant: str) -> Path:
     """Where Keras looks for the variant's ImageNet 'notop' weights before downloading them."""
     match = re.fullmatch(r"EfficientNet(V2)?(\w+)", variant)
+    assert match is not None, variant  # (train.model is validated against the EfficientNet variants)
     name = f"efficientnetv2-{match.group(2).lower()}" if match.group(1) else f"efficientnet{match.group(2).lower()}"
     home = os.environ.get("KERAS_HOME") or Path.home() / ".keras"
     return Path(home) / "models" / f"{name}_notop.h5"

@@ -93,7 +93,7 @@ def promote(
     split_dir: Path,
     out_dir: Path,
     replace_champion: str | None = None,
-) -> dict:
+) -> Promotion:
     """Run the promote stage and write ``out_dir/decision.json`` and ``out_dir/model_card.md``.
 
     Args:
@@ -184,7 +184,7 @@ def _unlike(candidate_uri: str, champion) -> str | None:
 
 def _decide_and_apply(
     client, params: Params, version, candidate: Candidate, data_dir: Path, split_dir: Path, out_dir: Path
-) -> dict:
+) -> Promotion:
     p, name, score = params.promote, params.promote.registered_model, candidate.score
     registry.set_alias(client, name, CHALLENGER, version.version)
     champion = registry.version_by_alias(client, name, CHAMPION)

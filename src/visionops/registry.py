@@ -38,7 +38,7 @@ def _checked_metadata(uri: str, metadata: dict | None) -> ModelInfo:
         raise ModelUnreadable(
             f"{uri}: logged without {sorted(missing)} in its metadata; log it with `visionops train`."
         )
-    return ModelInfo.from_dict(metadata)
+    return ModelInfo.from_dict(dict(metadata or {}))
 
 
 def model_metadata(uri: str) -> ModelInfo:

@@ -70,7 +70,8 @@ def render_scene(shape: str, size: int, rng: np.random.Generator) -> np.ndarray:
 
     radius = int(size * rng.uniform(0.2, 0.3))
     center = (int(size * rng.uniform(0.35, 0.65)), horizon - int(radius * rng.uniform(0.6, 0.95)))
-    color = tuple(int(v) for v in rng.integers(0, 256, 3))
+    red, green, blue = (int(v) for v in rng.integers(0, 256, 3))
+    color = (red, green, blue)
     if max(color) - min(color) < 60:  # keep the shape from blending into sky or ground
         color = (int(rng.integers(0, 80)), int(rng.integers(0, 80)), int(rng.integers(150, 256)))
     SHAPES[shape](img, center, radius, color, float(rng.uniform(-0.25, 0.25)))

@@ -58,8 +58,8 @@ def check_rows(usable: pd.DataFrame, manifest_csv: Path, data_dir: Path) -> None
         PathEscapeError: a path is absolute, climbs out with ``..`` or resolves outside ``data_dir``.
         SplitError: a label is not the first folder of its path.
     """
-    for index, row in usable.iterrows():
-        where = f"{manifest_csv} row {index + 1}"  # data rows counted from 1, as a spreadsheet shows them
+    for number, (_, row) in enumerate(usable.iterrows(), start=1):
+        where = f"{manifest_csv} row {number}"  # data rows counted from 1, as a spreadsheet shows them
         inside(data_dir, row["path"], f"{where} (path)")
         if row["path"].split("/")[0] != row["label"] or row["label"] in ("", ".", ".."):
             raise SplitError(

@@ -18,7 +18,7 @@ import tempfile
 import urllib.parse
 import urllib.request
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -27,9 +27,11 @@ import mlflow
 import pandas as pd
 import yaml
 from mlflow import MlflowClient
+from mlflow.data.dataset import Dataset
+from mlflow.data.pandas_dataset import from_pandas
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.models import ModelSignature
-from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
 
 from visionops.config import Params, TrainParams
 from visionops.contracts import DEFAULT_TOP_K, ModelInfo, RunInfo, SplitInfo, is_model_uri
@@ -122,6 +124,7 @@ def experiment_id(client: MlflowClient, name: str, root: Path | None = None) -> 
             return client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_KIND)
         except mlflow.exceptions.MlflowException:  # created meanwhile by a concurrent run
             found = client.get_experiment_by_name(name)
+            assert found is not None, name
     for key, value in EXPERIMENT_KIND.items():
         if key not in found.tags:  # (a kind the user chose stays)
             client.set_experiment_tag(found.experiment_id, key, value)
@@ -180,6 +183,7 @@ def start_run(client: MlflowClient, experiment: str, run_name: str, tags: dict[s
 
 def flatten(value: Any, prefix: str = "") -> dict[str, str]:
     """Nested params → ``{"train.finetune.epochs": "25", "augment.0.name": "HorizontalFlip", ...}``."""
+    items: Iterable[tuple[Any, Any]]
     if isinstance(value, dict):
         items = value.items()
     elif isinstance(value, list):
@@ -217,11 +221,12 @@ def log_params_and_history(client: MlflowClient, run_id: str, params: Params, hi
 def _log_datasets(root: Path, split_dir: Path) -> None:
     """The train / val / test lists as the active run's dataset inputs, each with its own digest (its list's hash)."""
     info = SplitInfo.read(split_dir)
-    datasets, contexts = [], []
+    datasets: list[Dataset | None] = []
+    contexts: list[str | None] = []
     for side, context in (("train", "train"), ("val", "validation"), ("test", "test")):
         frame = pd.read_csv(split_dir / f"{side}.csv")
         digest = info.sha256[f"{side}.csv"][:32]
-        datasets.append(mlflow.data.from_pandas(frame, source=str(root / "data"), name=f"data-{side}", digest=digest))
+        datasets.append(from_pandas(frame, source=str(root / "data"), name=f"data-{side}", digest=digest))
         contexts.append(context)
     mlflow.log_inputs(datasets=datasets, contexts=contexts)
 
@@ -271,9 +276,9 @@ def log_training(client: MlflowClient, run_id: str, params: Params, root: Path, 
     for name in ("augment_preview.png", "curves.png", "history.csv", "weights.json", "classes.json", "params.json"):
         client.log_artifact(run_id, str(train_dir / name), "train")
     folders = {train_dir / "tensorboard": "tensorboard", artifacts / "validate" / "data_docs": "validation/data_docs"}
-    for folder, target in folders.items():
-        if folder.is_dir():
-            client.log_artifacts(run_id, str(folder), target)
+    for source, target in folders.items():
+        if source.is_dir():
+            client.log_artifacts(run_id, str(source), target)
     with mlflow.start_run(run_id=run_id):
         _log_datasets(root, split_dir)
         model_uri = _log_classifier(train_dir, info)
@@ -293,7 +298,9 @@ def _log_classifier(train_dir: Path, info: ModelInfo) -> str:
 
     k = min(DEFAULT_TOP_K, len(info.classes))
     columns = (("string", "label"), ("double", "p"))
-    outputs = [ColSpec(kind, f"{name}_{rank}") for rank in range(1, k + 1) for kind, name in columns]
+    outputs: list[ColSpec | TensorSpec] = [
+        ColSpec(kind, f"{name}_{rank}") for rank in range(1, k + 1) for kind, name in columns
+    ]
     signature = ModelSignature(outputs=Schema(outputs), params=ParamSchema([ParamSpec("top_k", "long", k)]))
     with tempfile.TemporaryDirectory(prefix="visionops-log-") as tmp:
         data, code = Path(tmp) / "classifier", Path(tmp) / "visionops"

@@ -67,7 +67,9 @@ def list_files(root: Path) -> tuple[list[Path], list[FileFacts], list[str]]:
     Returns:
         (files to probe, facts for symlinked folders, names of empty top-level class folders).
     """
-    files, folder_links, empty = [], [], []
+    files: list[Path] = []
+    folder_links: list[FileFacts] = []
+    empty: list[str] = []
     for top, dirs, names in os.walk(root, followlinks=False):
         dirs.sort()
         here = Path(top)

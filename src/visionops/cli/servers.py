@@ -14,7 +14,7 @@ from visionops.errors import EXIT_UNAVAILABLE, UserError
 from visionops.files import store_root
 
 
-@app.command()
+@app.command(rich_help_panel="Model Registry")
 @command
 def rollback(
     params: ParamsOpt = Path("params.yaml"),
@@ -29,7 +29,7 @@ def rollback(
     emit(r, as_json, lambda: [line])
 
 
-@app.command()
+@app.command(rich_help_panel="Model Registry")
 @command
 def registry(params: ParamsOpt = Path("params.yaml"), as_json: JsonOpt = False) -> None:
     """List the registered model's versions: aliases, score, split, decision and its reason, run, weights."""
@@ -50,7 +50,7 @@ def registry(params: ParamsOpt = Path("params.yaml"), as_json: JsonOpt = False) 
     out.print(table)
 
 
-@app.command()
+@app.command(rich_help_panel="Servers")
 @command
 def ui(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 5000,
@@ -78,7 +78,7 @@ stack_app = typer.Typer(
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-app.add_typer(stack_app, name="stack")
+app.add_typer(stack_app, name="stack", rich_help_panel="Servers")
 PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
 
 

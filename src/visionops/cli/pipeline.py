@@ -26,7 +26,7 @@ from visionops.errors import UserError
 from visionops.files import project_root
 
 
-@app.command("sample-data")
+@app.command("sample-data", rich_help_panel="Data")
 @command
 def sample_data(
     out_dir: Annotated[Path, typer.Option("--out", help="Folder to create; must be missing or empty.")] = Path("data"),
@@ -42,7 +42,7 @@ def sample_data(
     emit(paths, as_json, lambda: [f"wrote {len(paths)} images in {len(SHAPES)} classes to {out_dir}/"])
 
 
-@app.command("pull-data")
+@app.command("pull-data", rich_help_panel="Data")
 @command
 def pull_data(
     if_absent: Annotated[bool, typer.Option("--if-absent", help="Do nothing when data/ exists.")] = False,
@@ -60,7 +60,7 @@ def pull_data(
     )
 
 
-@app.command()
+@app.command(rich_help_panel="Pipeline stages (dvc.yaml runs these)")
 @command
 def validate(
     params: ParamsOpt = Path("params.yaml"),
@@ -85,7 +85,7 @@ def validate(
     emit(s, as_json, lambda: lines, s["warnings"])
 
 
-@app.command()
+@app.command(rich_help_panel="Pipeline stages (dvc.yaml runs these)")
 @command
 def split(
     params: ParamsOpt = Path("params.yaml"),
@@ -102,7 +102,7 @@ def split(
     emit(report, as_json, lambda: [f"split: {report.totals} (split_id {report.split_id[:12]})"], report.warnings)
 
 
-@app.command()
+@app.command(rich_help_panel="Pipeline stages (dvc.yaml runs these)")
 @command
 def train(
     params: ParamsOpt = Path("params.yaml"),
@@ -141,7 +141,7 @@ def train(
     emit(result, as_json, lines, result.warnings)
 
 
-@app.command()
+@app.command(rich_help_panel="Pipeline stages (dvc.yaml runs these)")
 @command
 def evaluate(
     params: ParamsOpt = Path("params.yaml"),
@@ -161,7 +161,7 @@ def evaluate(
     emit(result, as_json, lambda: lines, result.warnings)
 
 
-@app.command()
+@app.command(rich_help_panel="Use a trained model")
 @command
 def export(
     data: DataOpt = Path("data"),
@@ -190,7 +190,7 @@ def export(
     emit(result, as_json, lines, result.warnings)
 
 
-@app.command()
+@app.command(rich_help_panel="Use a trained model")
 @command
 def predict(
     source: Annotated[Path, typer.Argument(help="An image file or a folder of images.")],
@@ -215,7 +215,7 @@ def predict(
     emit(table, as_json, lambda: [line])
 
 
-@app.command()
+@app.command(rich_help_panel="Pipeline stages (dvc.yaml runs these)")
 @command
 def promote(
     params: ParamsOpt = Path("params.yaml"),
@@ -255,7 +255,7 @@ def promote(
     emit(r, as_json, lambda: lines)
 
 
-@app.command("log-run")
+@app.command("log-run", rich_help_panel="Pipeline stages (dvc.yaml runs these)")
 @command
 def log_run(
     params: ParamsOpt = Path("params.yaml"), artifacts: ArtifactsOpt = Path("artifacts"), as_json: JsonOpt = False
