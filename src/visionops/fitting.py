@@ -11,7 +11,7 @@ import contextlib
 import hashlib
 import logging
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import albumentations as A
@@ -131,8 +131,12 @@ def fit_stage(
     resume: Path,
     out_dir: Path,
     patience: int,
+    callbacks: list[keras.callbacks.Callback] | None = None,
 ) -> None:
-    """Fit one fine-tuning stage with per-epoch backups, or load its weights when an earlier run finished it."""
+    """Fit one fine-tuning stage with per-epoch backups, or load its weights when an earlier run finished it.
+
+    ``callbacks`` run after the stage's own (backups, the CSV history, early stopping, TensorBoard).
+    """
     done = resume / f"stage{stage}.weights.h5"
     if done.is_file():
         log.info("stage %d finished in an earlier run: loading %s", stage, done)
@@ -151,10 +155,30 @@ def fit_stage(
                 keras.callbacks.CSVLogger(str(resume / f"stage{stage}-history.csv"), append=True),
                 keras.callbacks.EarlyStopping(monitor, patience=patience, restore_best_weights=True),
                 keras.callbacks.TensorBoard(str(out_dir / "tensorboard" / f"stage{stage}")),
+                *(callbacks or []),
             ],
         )
     with atomic_path(done) as tmp:
         model.save_weights(tmp)
+
+
+EpochListener = Callable[[int, dict[str, float]], None]  # (global epoch, that epoch's metrics and stage)
+
+
+def epoch_reporter(listener: EpochListener, stage: int, resume: Path) -> keras.callbacks.Callback:
+    """A callback passing each finished epoch of ``stage`` to ``listener`` on the run's one epoch axis.
+
+    The axis is the merged :func:`history`'s: stage 2's first epoch follows the epochs stage 1 really ran (early
+    stopping may end it sooner), and a resumed stage continues its numbering; so a point reported live has the step
+    the final history gives it.
+    """
+    offset = len(history(resume)) if stage > 1 else 0
+
+    def report(epoch: int, logs: dict | None = None) -> None:
+        values = {k: float(v) for k, v in (logs or {}).items() if isinstance(v, int | float)}
+        listener(offset + epoch, {**values, "stage": float(stage)})
+
+    return keras.callbacks.LambdaCallback(on_epoch_end=report)
 
 
 def resume_dir(out_dir: Path, params: TrainParams, augment: list[AugmentStep], split_id: str) -> Path:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import platform
 import shutil
@@ -18,7 +19,7 @@ import tempfile
 import urllib.parse
 import urllib.request
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,8 @@ from visionops.config import Params, TrainParams
 from visionops.contracts import DEFAULT_TOP_K, ModelInfo, RunInfo, SplitInfo, is_model_uri
 from visionops.errors import ServiceUnavailable
 from visionops.files import atomic_write_text, project_root, project_store, store_root
+
+log = logging.getLogger(__name__)
 
 # MLflow retries a failed request 7 times with exponential backoff (minutes in all) before giving up; the stages
 # save everything locally first, so a few quick retries are enough and an outage costs seconds, not minutes.
@@ -196,24 +199,60 @@ def flatten(value: Any, prefix: str = "") -> dict[str, str]:
     return out
 
 
-def log_params_and_history(client: MlflowClient, run_id: str, params: Params, history: pd.DataFrame) -> None:
-    """All resolved params, then every epoch's metrics on one step axis, in batched calls (no per-step calls;
-    ``log_batch`` splits them into the server's request limits).
+def _epoch_metric(key: str, value: float, step: int, start: int) -> Metric:
+    """One epoch's point: step = the epoch on the run's one axis, timestamp derived from it (not the clock)."""
+    return Metric(key, float(value), start + step * 1000, step)
 
-    Timestamps derive from the run's start, so logging the same history twice adds no duplicate points.
+
+def live_metrics(client: MlflowClient, run_id: str) -> Callable[[int, dict[str, float]], None]:
+    """A listener logging each finished epoch's metrics at once, so the charts of a running training move.
+
+    A failure (the server went away) is logged once as a warning and later epochs are not sent: training goes on,
+    and :func:`log_params_and_history` (``visionops log-run`` after an outage) adds the points that are missing.
+    """
+    start, failed = client.get_run(run_id).info.start_time, list[Exception]()
+
+    def log_epoch(step: int, values: dict[str, float]) -> None:
+        if failed:
+            return
+        try:
+            client.log_batch(run_id, metrics=[_epoch_metric(k, v, step, start) for k, v in values.items()])
+        except Exception as exc:  # noqa: BLE001 - any tracking failure: training must go on; log-run fills in later
+            failed.append(exc)
+            log.warning("live metrics stopped at epoch %d (%s); the run gets them when the training ends", step, exc)
+
+    return log_epoch
+
+
+@contextlib.contextmanager
+def system_metrics(run_id: str, interval_s: float = 10.0) -> Iterator[None]:
+    """Log the machine's CPU, memory, disk, network (and GPU, when present) use into the run while the block runs."""
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    monitor = SystemMetricsMonitor(run_id, sampling_interval=interval_s, resume_logging=True)
+    monitor.start()
+    try:
+        yield
+    finally:
+        monitor.finish()
+
+
+def log_params_and_history(client: MlflowClient, run_id: str, params: Params, history: pd.DataFrame) -> None:
+    """All resolved params, then every epoch's metrics on one step axis that the run does not hold yet.
+
+    Epochs logged live (:func:`live_metrics`) are skipped, so after an outage only the missing points are added and
+    none twice. The rest goes in batched calls (``log_batch`` splits them into the server's request limits).
     """
     flat = flatten(params.model_dump(mode="json", by_alias=True))
     client.log_batch(run_id, params=[Param(k, v) for k, v in sorted(flat.items())])
     start = client.get_run(run_id).info.start_time
+    columns = [c for c in history.columns if c != "epoch"]
+    logged = {c: {m.step for m in client.get_metric_history(run_id, c)} for c in columns}
     metrics = [
-        Metric(column, float(row[column]), start + int(row["epoch"]) * 1000, int(row["epoch"]))
+        _epoch_metric(column, row[column], int(row["epoch"]), start)
         for row in history.to_dict("records")
-        for column in history.columns
-        if column not in ("epoch", "stage") and pd.notna(row[column])
-    ]
-    metrics += [
-        Metric("stage", float(r["stage"]), start + int(r["epoch"]) * 1000, int(r["epoch"]))
-        for r in history.to_dict("records")
+        for column in columns
+        if pd.notna(row[column]) and int(row["epoch"]) not in logged[column]
     ]
     client.log_batch(run_id, metrics=metrics)
 

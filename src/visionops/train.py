@@ -30,7 +30,9 @@ from visionops.contracts import ModelInfo, RunInfo, SplitInfo, read_split
 from visionops.distribute import configure_precision, distribution_strategy, strategy_info
 from visionops.files import atomic_path, atomic_write_bytes, atomic_write_text, project_root
 from visionops.fitting import (
+    EpochListener,
     compile_for_stage,
+    epoch_reporter,
     fit_stage,
     global_batch_size,
     history,
@@ -63,7 +65,12 @@ def resize_side(params: TrainParams) -> int:
 
 
 def train(
-    data_dir: Path, split_dir: Path, params: TrainParams, augment: list[AugmentStep], out_dir: Path
+    data_dir: Path,
+    split_dir: Path,
+    params: TrainParams,
+    augment: list[AugmentStep],
+    out_dir: Path,
+    on_epoch: EpochListener | None = None,
 ) -> TrainResult:
     """Train without tracking, on one device or under the strategy :func:`distribution_strategy` picks.
 
@@ -80,6 +87,8 @@ def train(
         params: the ``train`` section of params.yaml.
         augment: the ``augment`` list of params.yaml.
         out_dir: the stage's output folder (``artifacts/train``).
+        on_epoch: called after every epoch with its step on the run's one epoch axis and its metrics (live
+            tracking); None: nothing but the stage's own files.
 
     Raises:
         ConfigError: bad augmentation, weights or device settings (checked before any data is read).
@@ -125,6 +134,7 @@ def train(
         for stage, stage_params in ((1, params.head), (2, params.finetune)):
             freeze_for_stage(model, stage, params.finetune.unfreeze_blocks, frozen_bn)
             compile_for_stage(model, stage_params.learning_rate, params, device["xla"])
+            live = [epoch_reporter(on_epoch, stage, resume)] if on_epoch else []
             fit_stage(
                 model,
                 stage,
@@ -134,6 +144,7 @@ def train(
                 resume,
                 write_dir,
                 params.early_stopping_patience,
+                live,
             )
         merged = history(resume)
         with atomic_path(write_dir / "model.keras") as tmp:  # never a truncated model.keras for evaluate to load
@@ -151,9 +162,11 @@ def train_tracked(params: Params, data_dir: Path, split_dir: Path, out_dir: Path
     """The train stage as ``dvc repro`` runs it: :func:`train`, logged as one MLflow run.
 
     The tracking server is checked first (before TensorFlow is imported), so an outage stops nothing but this
-    command. A killed training resumes into the same run (its id is kept in the resume folder); a failed one marks
-    the run FAILED. run.json is written before logging, so a server lost during training loses nothing:
-    ``visionops log-run`` logs the rest later, and the stage succeeds with a warning.
+    command. Every epoch's metrics reach the run as soon as the epoch ends, and the machine's CPU, memory and GPU
+    use every 10 s (MLflow's system metrics), so a running training shows in the UI. A killed training resumes into
+    the same run (its id is kept in the resume folder); a failed one marks the run FAILED. run.json is written
+    before the final logging, so a server lost during training loses nothing: ``visionops log-run`` logs the rest
+    later (no epoch twice), and the stage succeeds with a warning.
 
     Raises:
         TrackingUnavailable: the tracking server does not answer; nothing was trained.
@@ -164,7 +177,8 @@ def train_tracked(params: Params, data_dir: Path, split_dir: Path, out_dir: Path
     resume = resume_dir(Path(out_dir), t, params.augment, SplitInfo.read(split_dir).split_id) / "mlflow_run_id"
     run = tracking.start_run(client, params.tracking.experiment, name, {"stage": "train"}, resume)
     try:
-        result = train(data_dir, split_dir, t, params.augment, out_dir)
+        with tracking.system_metrics(run.run_id):
+            result = train(data_dir, split_dir, t, params.augment, out_dir, tracking.live_metrics(client, run.run_id))
     except BaseException:
         with contextlib.suppress(Exception):
             client.set_terminated(run.run_id, "FAILED")
