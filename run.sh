@@ -6,6 +6,7 @@
 #   ./run.sh status | down | logs        the stack's state and URLs | stop it and all its processes | follow its logs
 #   ./run.sh deploy                      register prefect.yaml's `local` deployment with the stack's Prefect server
 #   ./run.sh prefect ARGS...             the prefect CLI against the stack, e.g. `./run.sh prefect deployment ls`
+#   ./run.sh sweep -S 'key=v1,v2' ...    a parameter sweep over the stack's workers (flows/sweep.py; --concurrency N)
 #   ./run.sh ui                          the MLflow UI alone, in the foreground (when the stack is not up)
 #   ./run.sh setup [--cpu|--gpu] [--with docker,kubernetes]   only install; the choice is kept for later commands
 # PYTHON picks the interpreter for a new .venv (3.11, 3.12 or 3.13); VISIONOPS_GPU=1 is the same as `setup --gpu`.
@@ -96,6 +97,7 @@ case "$cmd" in
   test) setup && exec .venv/bin/python -m pytest "$@" ;;
   up | status | down | logs | deploy) setup && exec .venv/bin/visionops stack "$cmd" "$@" ;;
   prefect) setup && exec .venv/bin/visionops stack prefect "$@" ;;
+  sweep) setup && exec .venv/bin/visionops stack exec .venv/bin/python flows/sweep.py "$@" ;;
   ui) setup && exec .venv/bin/visionops ui "$@" ;;
-  *) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//' >&2 && exit 2 ;;
+  *) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' >&2 && exit 2 ;;
 esac

@@ -28,6 +28,7 @@ from prefect.tasks import exponential_backoff
 
 from visionops import stack
 from visionops.contracts import Promotion, RunInfo
+from visionops.tracking import RUN_TAGS_ENV
 
 STAGES = ("validate", "split", "train", "evaluate", "promote")
 # Per stage: (retries, timeout in seconds). Retries go where the failure can be transient: train and evaluate
@@ -45,8 +46,8 @@ class StageFailed(RuntimeError):
     """A command of the pipeline exited non-zero; the message holds the end of its output."""
 
 
-def sh(cmd: list[str], cwd: Path) -> str:
-    """Run a command in the project, streaming its output into the Prefect logs.
+def sh(cmd: list[str], cwd: Path, extra_env: dict[str, str] | None = None) -> str:
+    """Run a command in the project (with ``extra_env``), streaming its output into the Prefect logs.
 
     The project's own ``src/`` goes first on PYTHONPATH, so a worker runs the code of the clone it pulled,
     not whatever version of visionops its environment was installed from.
@@ -59,6 +60,7 @@ def sh(cmd: list[str], cwd: Path) -> str:
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(cwd / "src"), env.get("PYTHONPATH")]))
     env.setdefault("PYTHONUNBUFFERED", "1")
+    env.update(extra_env or {})
     logger.info("$ %s", " ".join(cmd))
     lines: list[str] = []
     with subprocess.Popen(
@@ -119,9 +121,9 @@ def _stage_task(stage: str):
     @task(
         name=stage, retries=retries, retry_delay_seconds=exponential_backoff(backoff_factor=10), timeout_seconds=timeout
     )
-    def run_stage(project: Path) -> bool:
+    def run_stage(project: Path, extra_env: dict[str, str] | None = None) -> bool:
         """``dvc repro`` of one stage; returns whether it ran (False: unchanged or restored from the run cache)."""
-        output = sh(["dvc", "repro", "--single-item", "--pull", stage], project)
+        output = sh(["dvc", "repro", "--single-item", "--pull", stage], project, extra_env)
         return f"Running stage '{stage}'" in output
 
     return run_stage
@@ -149,15 +151,16 @@ class Results:
     """What the stages left for the report, read through the stages' typed files."""
 
     metrics: dict
-    decision: Promotion
+    decision: Promotion | None
     run: RunInfo
 
 
-def read_results(project: Path) -> Results:
-    """The test metrics, the promotion decision and the MLflow run of the pipeline in ``project``."""
+def read_results(project: Path, promoted: bool = True) -> Results:
+    """The test metrics, the promotion decision (when promote ran) and the MLflow run of the pipeline in ``project``."""
     artifacts = project / "artifacts"
     metrics = json.loads((artifacts / "evaluate" / "metrics.json").read_text())
-    return Results(metrics, Promotion.read(artifacts / "promote"), RunInfo.read(artifacts / "train"))
+    decision = Promotion.read(artifacts / "promote") if promoted else None
+    return Results(metrics, decision, RunInfo.read(artifacts / "train"))
 
 
 def summary_markdown(results: Results, ran: dict[str, bool]) -> str:
@@ -165,13 +168,13 @@ def summary_markdown(results: Results, ran: dict[str, bool]) -> str:
     run, decision = results.run, results.decision
     # A server's own URL; for the project's sqlite store, where `./run.sh up` (or `visionops ui`) serves it.
     ui = (run.tracking_uri if run.tracking_uri.startswith("http") else stack.load().mlflow_url).rstrip("/")
-    name, version = decision.registered_model, decision.version
+    stages = [s for s in STAGES if s in ran]
     lines = [
         "## Training pipeline",
         "",
-        "| stage | " + " | ".join(STAGES) + " |",
-        "|---|" + "---|" * len(STAGES),
-        "| ran | " + " | ".join("ran" if ran[s] else "up to date" for s in STAGES) + " |",
+        "| stage | " + " | ".join(stages) + " |",
+        "|---|" + "---|" * len(stages),
+        "| ran | " + " | ".join("ran" if ran[s] else "up to date" for s in stages) + " |",
         "",
         "### Test metrics",
         "",
@@ -179,13 +182,14 @@ def summary_markdown(results: Results, ran: dict[str, bool]) -> str:
         "|---|---|",
         *(f"| {k} | {v:.4f} |" for k, v in results.metrics.items() if isinstance(v, float)),
         "",
-        "### Promotion",
-        "",
-        f"**{decision.decision}**: {decision.reason}",
-        "",
         f"- MLflow run: [{run.run_name}]({ui}/#/experiments/{run.experiment_id}/runs/{run.run_id})",
-        f"- Model version: [{name} v{version}]({ui}/#/models/{name}/versions/{version})",
     ]
+    if decision is not None:
+        name, version = decision.registered_model, decision.version
+        lines[-1:-1] = ["### Promotion", "", f"**{decision.decision}**: {decision.reason}", ""]
+        lines.append(f"- Model version: [{name} v{version}]({ui}/#/models/{name}/versions/{version})")
+    else:
+        lines.append("- Not promoted here: a sweep promotes its best trial once, when all trials have ended.")
     if not run.tracking_uri.startswith("http"):
         lines.append(f"- Tracking store: `{run.tracking_uri}` (open it with `./run.sh up` or `visionops ui`)")
     return "\n".join(lines)
@@ -203,38 +207,46 @@ def training_pipeline(
     experiment: str | None = None,
     project_dir: str = ".",
     push: bool = False,
+    promote: bool = True,
+    run_tags: dict[str, str] | None = None,
+    experiment_name: str | None = None,
 ) -> dict[str, Any]:
     """Validate, split, train, evaluate and promote through DVC, reporting to Prefect and MLflow.
 
     Args:
         overrides: params overrides as for ``dvc exp run -S``: ``["train.finetune.epochs=40"]``. They make the run
-            a DVC experiment (named after the flow run) instead of changing the committed params.yaml.
+            a DVC experiment (named after the flow run, or ``experiment_name``) instead of changing params.yaml.
         data_rev: a git revision whose data.dvc to train on (default: the checked-out one).
         experiment: the MLflow experiment (an override of ``tracking.experiment``).
         project_dir: the project checkout (a deployment's pull steps clone into the working directory).
         push: push outputs, run cache and the experiment to the remotes, so reruns on any worker skip what is done.
+        promote: run the promote stage; a sweep's trials leave it to the sweep, which promotes its best trial once.
+        run_tags: tags the training's MLflow run also gets (a sweep: its parent run, the trial's number).
+        experiment_name: the DVC experiment's name (default: the flow run's name).
 
     Returns:
-        The promotion decision, the test metrics and which stages ran.
+        The promotion decision (None without promote), the test metrics and which stages ran.
     """
     check_tracking_target()
     project = Path(project_dir).resolve()
     settings = list(overrides or []) + ([f"tracking.experiment={experiment}"] if experiment else [])
+    env = {RUN_TAGS_ENV: json.dumps(run_tags)} if run_tags else {}
     pull_data(project, data_rev)
     if settings:
         apply_overrides(project, settings)
     ran: dict[str, bool] = {}
-    for stage in STAGES:
-        ran[stage] = STAGE_TASKS[stage](project)
+    for stage in STAGES if promote else STAGES[:-1]:
+        ran[stage] = STAGE_TASKS[stage](project, env)
     if settings:
-        save_experiment(project, _experiment_name(), push)
+        save_experiment(project, experiment_name or _experiment_name(), push)
     if push:
         push_results(project)
-    results = read_results(project)
+    results = read_results(project, promote)
     create_markdown_artifact(
         summary_markdown(results, ran), key="training-pipeline", description="metrics, promotion decision, MLflow links"
     )
-    return {"ran": ran, "decision": asdict(results.decision), "metrics": results.metrics}
+    decision = asdict(results.decision) if results.decision else None
+    return {"ran": ran, "decision": decision, "metrics": results.metrics, "run": asdict(results.run)}
 
 
 def main() -> None:

@@ -32,7 +32,8 @@ from visionops.errors import ServiceUnavailable, UserError
 from visionops.files import project_store, store_root, write_json
 from visionops.processes import alive
 
-POOL = "visionops-process"
+POOL = "visionops-process"  # trainings: one flow run per worker at a time
+CONTROL_POOL = "visionops-control"  # sweeps: they only queue and wait for trainings, so they never take a POOL slot
 HOST = "127.0.0.1"  # every server of the stack binds loopback only
 
 
@@ -192,6 +193,8 @@ def config(stack: Stack) -> str:
     env = {"PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}", **stack.env()}
     options = {"--pool": POOL, "--type": "process", "--limit": "1", "--name": "local-%(process_num)d"}
     worker = [str(venv_bin / "prefect"), "worker", "start", *_flat(options)]
+    control = [str(venv_bin / "prefect"), "worker", "start", *_flat({"--pool": CONTROL_POOL, "--type": "process",
+               "--limit": "4", "--name": "control"})]  # fmt: skip
     sections = [
         "[unix_http_server]",
         f"file = {stack.socket}",
@@ -224,6 +227,7 @@ def config(stack: Stack) -> str:
             log="worker-%(process_num)d",
             priority="30",
         ),
+        _program("control-worker", control, stack, env, autostart="false", priority="30"),
     ]
     text = "\n".join(sections) + "\n"
     # (the worker's name and log use supervisor's %(process_num)d: undo the escaping _program applied to them)
@@ -264,6 +268,7 @@ def up(stack: Stack) -> Stack:
     _wait("the MLflow server", f"{stack.mlflow_url}/health", stack, "mlflow.log")
     _wait("the Prefect server", f"{stack.prefect_url}/api/health", stack, "prefect-server.log")
     _rpc(stack).startProcessGroup("worker", True)
+    _rpc(stack).startProcess("control-worker", True)
     return stack
 
 
@@ -310,27 +315,32 @@ def down(stack: Stack, timeout: float = 90) -> bool:
     return True
 
 
-def prefect(stack: Stack, args: list[str], check: bool = True, quiet: bool = False) -> int:
-    """Run the prefect CLI against the stack's server; its exit code.
+def execute(stack: Stack, command: list[str], check: bool = True, quiet: bool = False) -> int:
+    """Run ``command`` with the stack's environment (its Prefect API and home, its MLflow server); its exit code.
+
+    ``./run.sh prefect ...`` and ``./run.sh sweep ...`` run this way, so they reach the stack with nothing exported.
 
     Args:
         stack: the running stack.
-        args: the prefect command line after ``prefect``.
+        command: the command line.
         check: raise when it fails.
         quiet: keep its output off the terminal (for probes such as ``work-pool inspect``).
 
     Raises:
-        StackError: the stack is not running, or the command failed with ``check``.
+        StackNotRunning: the stack is not running.
+        StackError: the command failed with ``check``.
     """
     if not running(stack):
         raise StackNotRunning("the local stack is not running: start it with ./run.sh up")
-    venv_bin = Path(sys.executable).parent
-    done = subprocess.run(
-        [str(venv_bin / "prefect"), *args], env={**os.environ, **stack.env()}, cwd=stack.root, capture_output=quiet
-    )
+    done = subprocess.run(command, env={**os.environ, **stack.env()}, cwd=stack.root, capture_output=quiet)
     if check and done.returncode:
-        raise StackError(f"`prefect {shlex.join(args)}` exited {done.returncode} (its output is above)")
+        raise StackError(f"`{shlex.join(command)}` exited {done.returncode} (its output is above)")
     return done.returncode
+
+
+def prefect(stack: Stack, args: list[str], check: bool = True, quiet: bool = False) -> int:
+    """The prefect CLI against the stack's server (see :func:`execute`)."""
+    return execute(stack, [str(Path(sys.executable).parent / "prefect"), *args], check, quiet)
 
 
 def _git(root: Path, *args: str) -> str:
@@ -339,7 +349,7 @@ def _git(root: Path, *args: str) -> str:
 
 
 def deploy(stack: Stack, args: list[str]) -> None:
-    """Register prefect.yaml's ``local`` deployment with the stack's server, cloning from this checkout.
+    """Register prefect.yaml's ``local`` deployments (training, sweep) with the stack's server, cloning this checkout.
 
     Workers clone the repository named by the Prefect variable ``visionops_repo`` (this checkout, or
     ``VISIONOPS_REPO``: a git URL for workers on other machines) at branch ``visionops_branch`` (the one checked
@@ -352,6 +362,7 @@ def deploy(stack: Stack, args: list[str]) -> None:
     branch = _git(stack.root, "rev-parse", "--abbrev-ref", "HEAD") or "main"
     prefect(stack, ["variable", "set", "--overwrite", "visionops_repo", repo])
     prefect(stack, ["variable", "set", "--overwrite", "visionops_branch", branch])
-    if prefect(stack, ["work-pool", "inspect", POOL], check=False, quiet=True):
-        prefect(stack, ["work-pool", "create", POOL, "--type", "process"])
-    prefect(stack, ["--no-prompt", "deploy", "--name", "local", *args])
+    for pool in (POOL, CONTROL_POOL):
+        if prefect(stack, ["work-pool", "inspect", pool], check=False, quiet=True):
+            prefect(stack, ["work-pool", "create", pool, "--type", "process"])
+    prefect(stack, ["--no-prompt", "deploy", "--name", "training-pipeline/local", "--name", "sweep/local", *args])

@@ -36,7 +36,7 @@ from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
 
 from visionops.config import Params, TrainParams
 from visionops.contracts import DEFAULT_TOP_K, ModelInfo, RunInfo, SplitInfo, is_model_uri
-from visionops.errors import ServiceUnavailable
+from visionops.errors import ServiceUnavailable, UserError
 from visionops.files import atomic_write_text, project_root, project_store, store_root
 
 log = logging.getLogger(__name__)
@@ -166,22 +166,76 @@ def default_run_name(params: TrainParams, split_dir: Path) -> str:
     return f"{params.model}-{params.size}px-{params.task}-{weights}-{commit}"
 
 
+RUN_TAGS_ENV = "VISIONOPS_RUN_TAGS"  # JSON tags the run also gets: a sweep makes its trials its children this way
+SWEEP_TAG, TRIAL_TAG, EXPERIMENT_TAG = "visionops.sweep", "visionops.sweep.trial", "visionops.dvc_experiment"
+
+
+def extra_run_tags() -> dict[str, str]:
+    """The tags ``VISIONOPS_RUN_TAGS`` asks for (JSON object), e.g. ``{"mlflow.parentRunId": "..."}``.
+
+    Raises:
+        UserError: the variable is set but not a JSON object of strings.
+    """
+    raw = os.environ.get(RUN_TAGS_ENV)
+    if not raw:
+        return {}
+    try:
+        tags = json.loads(raw)
+        assert isinstance(tags, dict)
+    except (ValueError, AssertionError):
+        raise UserError(f'{RUN_TAGS_ENV}={raw!r} is not a JSON object; write it as {{"key": "value"}}') from None
+    return {str(k): str(v) for k, v in tags.items()}
+
+
 def start_run(client: MlflowClient, experiment: str, run_name: str, tags: dict[str, str], resume_file: Path) -> RunInfo:
-    """Start a run, or continue the one a killed training left in ``resume_file``.
+    """Start a run, or continue the one a killed training left in ``resume_file``; it also gets
+    :func:`extra_run_tags`.
 
     Returns:
         What run.json holds.
     """
+    tags = {**tags, **extra_run_tags()}
     run = None
     if resume_file.is_file():
         previous = client.get_run(resume_file.read_text().strip())
         if previous.info.status in ("RUNNING", "FAILED"):
             client.update_run(previous.info.run_id, status="RUNNING")
+            client.log_batch(previous.info.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
             run = previous
     if run is None:
         run = client.create_run(experiment_id(client, experiment), run_name=run_name, tags=tags)
         atomic_write_text(resume_file, run.info.run_id)  # a kill mid-write must not leave an empty run id
     return RunInfo(run.info.run_id, run.info.run_name, run.info.experiment_id, shown_uri(client.tracking_uri))
+
+
+def start_sweep(client: MlflowClient, experiment: str, sweep_id: str, settings: list[str], trials: int) -> str:
+    """The parent run of a sweep (its trials' runs become its children); returns its id."""
+    tags = {SWEEP_TAG: sweep_id, "visionops.sweep.role": "parent"}
+    run = client.create_run(experiment_id(client, experiment), run_name=sweep_id, tags=tags)
+    client.log_batch(run.info.run_id, params=[Param("sweep.settings", " ".join(settings)),
+                                             Param("sweep.trials", str(trials))])  # fmt: skip
+    return run.info.run_id
+
+
+def sweep_children(client: MlflowClient, parent_id: str) -> dict[int, Any]:
+    """The runs of a sweep's trials, by trial number (a trial restored from DVC's run cache has none)."""
+    parent = client.get_run(parent_id)
+    found = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'", max_results=1000
+    )
+    return {int(r.data.tags[TRIAL_TAG]): r for r in found if TRIAL_TAG in r.data.tags}
+
+
+def finish_sweep(client: MlflowClient, parent_id: str, rows: list[dict[str, Any]], summary: str, best: dict) -> None:
+    """Log the sweep's table of trials (an MLflow table and markdown), its best trial and decision; end the run."""
+    with tempfile.TemporaryDirectory(prefix="visionops-sweep-") as tmp:
+        (Path(tmp) / "sweep.md").write_text(summary + "\n", encoding="utf-8")
+        (Path(tmp) / "trials.json").write_text(json.dumps(rows, indent=1, default=str) + "\n", encoding="utf-8")
+        client.log_artifacts(parent_id, tmp, "sweep")
+    tags = [RunTag(f"visionops.sweep.best.{k}", str(v)) for k, v in best.items()]
+    metrics = [Metric(f"best_{k}", float(v), 0, 0) for k, v in best.items() if isinstance(v, int | float)]
+    client.log_batch(parent_id, metrics=metrics, tags=tags)
+    client.set_terminated(parent_id, "FINISHED")
 
 
 def flatten(value: Any, prefix: str = "") -> dict[str, str]:

@@ -19,7 +19,7 @@ from helpers import REPO
 PACKAGE = REPO / "src" / "visionops"
 LAYERS = {  # module → (layer rank: higher imports lower, its name)
     **dict.fromkeys(("cli",), (4, "cli")),
-    **dict.fromkeys(("validate", "split", "train", "evaluate", "promote", "predict", "export"), (3, "stage")),
+    **dict.fromkeys(("validate", "split", "train", "evaluate", "promote", "predict", "export", "sweep"), (3, "stage")),
     **dict.fromkeys(
         (
             "augment",

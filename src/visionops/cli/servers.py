@@ -169,3 +169,14 @@ def stack_prefect(ctx: typer.Context) -> None:
     from visionops import stack
 
     raise typer.Exit(stack.prefect(stack.load(), ctx.args, check=False))
+
+
+@stack_app.command("exec", context_settings=PASS_THROUGH)
+@command
+def stack_exec(ctx: typer.Context) -> None:
+    """Run a command with the stack's environment (Prefect API, MLflow server): `visionops stack exec python ...`."""
+    from visionops import stack
+
+    if not ctx.args:
+        raise UserError("stack exec needs a command, e.g. `visionops stack exec python flows/sweep.py -S ...`")
+    raise typer.Exit(stack.execute(stack.load(), ctx.args, check=False))
