@@ -211,3 +211,22 @@ def test_facts_from_committed_sources_are_up_to_date(facts: ModuleType) -> None:
     assert report.unfilled == []
     assert report.changed == [], "run .venv/bin/python docs/facts.py and commit the docs"
     assert len(report.current) >= len(only)
+
+
+def test_facts_renders_test_metrics_and_epochs(facts: ModuleType, tmp_path: Path) -> None:
+    metrics = {"accuracy": 0.784, "macro_f1": 0.7784, "top_2_accuracy": 0.98, "roc_auc_ovr": 0.97, "ece": 0.07}
+    (tmp_path / "artifacts/evaluate").mkdir(parents=True)
+    (tmp_path / "artifacts/train").mkdir(parents=True)
+    (tmp_path / "artifacts/evaluate/metrics.json").write_text(json.dumps({**metrics, "examples": 176}))
+    (tmp_path / "artifacts/train/history.csv").write_text("epoch,stage,loss\n0,1,1.3\n1,2,1.1\n2,2,0.9\n3,2,0.8\n")
+    outs = [
+        {"path": rel, "md5": hashlib.md5((tmp_path / rel).read_bytes()).hexdigest()}
+        for rel in ("artifacts/evaluate/metrics.json", "artifacts/train/history.csv")
+    ]
+    (tmp_path / "dvc.lock").write_text(json.dumps({"stages": {"evaluate": {"outs": outs}}}))
+    text = facts.RENDERERS["test-metrics"](tmp_path)
+    assert text.startswith(
+        "Test accuracy **0.78**, macro-F1 **0.78**, top-2 accuracy 0.98, one-vs-rest ROC-AUC 0.97, ECE 0.07 "
+        "on 176 test images, after 1 + 3 epochs (head + fine-tuning).\n"
+    )
+    assert "`artifacts/train/history.csv`" in text
