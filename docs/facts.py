@@ -1,0 +1,345 @@
+"""Fill the docs' fact regions from the files the pipeline writes, so no count, score or timing is typed by hand.
+
+A region in README.md, CONTRIBUTING.md or docs/*.md is
+
+    <!-- fact:NAME -->
+    (generated text)
+    <!-- /fact -->
+
+and NAME is one of :data:`RENDERERS`. Each region is rendered from its source files and stamped with where it came
+from. The sources:
+
+* ``artifacts/…``: used only when the file is the one ``dvc.lock`` records (md5 equal), so a region quotes what the
+  last ``dvc repro`` wrote, never a stage run by hand with other params. ``git log -S <md5> -- dvc.lock`` finds the
+  commit that recorded it.
+* ``benchmarks/results/*.csv``: committed; the stamp names the date, cores and machine of the measurement.
+* ``dvc dag --md``: the picture of the pipeline in dvc.yaml.
+
+Usage (from the repository root, in the venv)::
+
+    .venv/bin/python docs/facts.py            # rewrite every region whose sources exist; list those it could not fill
+    .venv/bin/python docs/facts.py --check    # change nothing; exit 1 when a region differs from what its files say
+
+Regions whose sources are absent (no ``artifacts/`` before the first ``dvc repro``) are listed, never failed, so
+``--check`` runs anywhere; ``tests/unit/test_docs.py`` checks the regions of committed sources.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import glob
+import hashlib
+import json
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ("README.md", "CONTRIBUTING.md", "docs/*.md")
+REGION = re.compile(r"<!-- fact:(?P<name>[\w-]+) -->\n(?P<body>.*?)<!-- /fact -->", re.S)
+UNFILLED = "_Not filled yet: run `dvc repro`, then `.venv/bin/python docs/facts.py`._\n"
+
+
+class Missing(Exception):
+    """A region's sources cannot be used: the message says which file and what to run."""
+
+
+# ---------------------------------------------------------------------------------------------------------- sources
+def _lock_md5s(root: Path) -> dict[str, str]:
+    """Every stage output dvc.lock records: path → md5."""
+    lock = root / "dvc.lock"
+    if not lock.is_file():
+        return {}
+    stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
+    return {out["path"]: out["md5"] for stage in stages.values() for out in stage.get("outs", []) if "md5" in out}
+
+
+def pipeline_file(root: Path, rel: str) -> tuple[Path, str]:
+    """``root/rel`` and its md5, when it is the output dvc.lock records; else :class:`Missing` says why."""
+    path = root / rel
+    if not path.is_file():
+        raise Missing(f"{rel} not found: run `dvc repro`")
+    recorded = _lock_md5s(root).get(rel)
+    if recorded is None:
+        raise Missing(f"dvc.lock records no output {rel}: run `dvc repro`")
+    actual = hashlib.md5(path.read_bytes()).hexdigest()
+    if actual != recorded:
+        raise Missing(f"{rel} (md5 {actual[:8]}) is not the file dvc.lock records ({recorded[:8]}): run `dvc repro`")
+    return path, recorded
+
+
+def pipeline_stamp(*files: tuple[str, str]) -> str:
+    """Where pipeline facts came from: each file and the md5 dvc.lock records for it."""
+    named = ", ".join(f"`{rel}` (md5 `{md5[:8]}`)" for rel, md5 in files)
+    return f"<sub>From {named} as the last `dvc repro` wrote and dvc.lock records it; filled by docs/facts.py.</sub>\n"
+
+
+def read_csv(root: Path, rel: str) -> tuple[list[dict[str, str]], str]:
+    """A committed benchmark CSV's rows, and a stamp naming the file, the date(s), cores and machine."""
+    path = root / rel
+    if not path.is_file():
+        raise Missing(f"{rel} not found: run its benchmark (benchmarks/)")
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        raise Missing(f"{rel} has no rows: run its benchmark (benchmarks/)")
+
+    def values(key: str) -> str:
+        return ", ".join(sorted({r.get(key, "?") for r in rows}))
+
+    stamp = f"<sub>From `{rel}`: measured {values('date')} on {values('cores')} cores ({values('machine')}).</sub>\n"
+    return rows, stamp
+
+
+def _num(value: str | float, decimals: int = 0) -> str:
+    return f"{float(value):,.{decimals}f}"
+
+
+def _table(header: list[str], rows: list[list[str]], align: list[str]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows]) + "\n\n"  # a blank line ends the table
+
+
+# -------------------------------------------------------------------------------------------------------- renderers
+def dag(root: Path) -> str:
+    """The pipeline as a mermaid chart: ``dvc dag --md`` (GitHub renders it)."""
+    local = Path(sys.executable).parent / "dvc"
+    dvc = str(local) if local.is_file() else shutil.which("dvc")
+    if dvc is None:
+        raise Missing("dvc not found: run ./run.sh setup, then use .venv/bin/python")
+    proc = subprocess.run([dvc, "dag", "--md"], cwd=root, capture_output=True, text=True, check=False)
+    if proc.returncode != 0 or "```mermaid" not in proc.stdout:
+        raise Missing(f"`dvc dag --md` failed: {(proc.stderr or proc.stdout).strip()[:200]}")
+    return proc.stdout.strip() + "\n<sub>`dvc dag --md` of dvc.yaml; filled by docs/facts.py.</sub>\n"
+
+
+def _split(root: Path) -> tuple[dict, str]:
+    path, md5 = pipeline_file(root, "artifacts/split/split.json")
+    return json.loads(path.read_text()), md5
+
+
+def sample_split(root: Path) -> str:
+    """One sentence: images per side of the split, from split.json."""
+    info, md5 = _split(root)
+    totals = info["totals"]
+    sides = " / ".join(f"{totals.get(side, 0):,} {side}" for side in ("train", "val", "test"))
+    text = (
+        f"The split gives **{sides}** images ({sum(totals.values()):,} in all, {len(info['classes'])} classes, "
+        f"split_id `{info['split_id'][:12]}`).\n"
+    )
+    return text + pipeline_stamp(("artifacts/split/split.json", md5))
+
+
+def split_table(root: Path) -> str:
+    """Images per class and side, from split.json."""
+    info, md5 = _split(root)
+    sides = ("train", "val", "test")
+    rows = []
+    for c in info["classes"]:
+        counts = [info["counts"].get(side, {}).get(c, 0) for side in sides]
+        rows.append([f"`{c}`", *(f"{n:,}" for n in counts), f"{sum(counts):,}"])
+    rows.append(["**all**", *(f"**{info['totals'].get(s, 0)}**" for s in sides), f"**{sum(info['totals'].values())}**"])
+    warnings = "".join(f"Warning recorded by split: {w}\n\n" for w in info.get("warnings", []))
+    table = _table(["class", *sides, "total"], rows, ["---", "---:", "---:", "---:", "---:"])
+    return table + warnings + pipeline_stamp(("artifacts/split/split.json", md5))
+
+
+def validate_summary(root: Path) -> str:
+    """Files seen by validate, usable, quarantined (with reasons) and ignored, and images per class."""
+    path, md5 = pipeline_file(root, "artifacts/validate/summary.json")
+    s = json.loads(path.read_text())
+    per_class = ", ".join(f"{name} {n:,}" for name, n in s["classes"].items())
+    reasons = "".join(f"; {reason} {n}" for reason, n in sorted(s.get("quarantine_reasons", {}).items()))
+    text = (
+        f"validate saw {s['files']:,} files: {s['usable']:,} usable, {s['quarantined']:,} quarantined{reasons}, "
+        f"{s['ignored']:,} ignored. Usable images per class: {per_class}.\n"
+    )
+    return text + pipeline_stamp(("artifacts/validate/summary.json", md5))
+
+
+def metrics_line(root: Path) -> str:
+    """The test metrics of the last evaluate, and the epochs the training ran (history.csv)."""
+    path, md5 = pipeline_file(root, "artifacts/evaluate/metrics.json")
+    m = json.loads(path.read_text())
+    top = next((k for k in sorted(m) if re.fullmatch(r"top_\d+_accuracy", k)), None)
+    parts = [f"accuracy **{m['accuracy']:.2f}**", f"macro-F1 **{m['macro_f1']:.2f}**"]
+    if top:
+        parts.append(f"top-{top.split('_')[1]} accuracy {m[top]:.2f}")
+    if m.get("roc_auc_ovr") is not None:
+        parts.append(f"one-vs-rest ROC-AUC {m['roc_auc_ovr']:.2f}")
+    parts.append(f"ECE {m['ece']:.2f}")
+    text = f"Test {', '.join(parts)} on {m['examples']:,} test images"
+    files = [("artifacts/evaluate/metrics.json", md5)]
+    try:
+        hist_path, hist_md5 = pipeline_file(root, "artifacts/train/history.csv")
+    except Missing:
+        text += ".\n"
+    else:
+        with hist_path.open(newline="") as f:
+            stages = [row["stage"] for row in csv.DictReader(f)]
+        text += (
+            f", after {' + '.join(str(stages.count(s)) for s in sorted(set(stages)))} epochs (head + fine-tuning).\n"
+        )
+        files.append(("artifacts/train/history.csv", hist_md5))
+    return text + pipeline_stamp(*files)
+
+
+def train_time(root: Path) -> str:
+    """How long train + evaluate take with the committed params, from the MLOps-overhead benchmark."""
+    rows, stamp = read_csv(root, "benchmarks/results/mlops_overhead.csv")
+    r = rows[-1]
+    return (
+        f"Training and evaluating with the committed params took {_num(r['dvc_repro_train_evaluate_s'])} s through "
+        f"`dvc repro` on {r['cores']} CPU cores ({_num(r['bare_train_evaluate_s'])} s as bare function calls).\n"
+    ) + stamp
+
+
+def bench_validate(root: Path) -> str:
+    """validate's file reading against a cv2.imdecode loop."""
+    rows, stamp = read_csv(root, "benchmarks/results/validate_throughput.csv")
+    body = [[r["method"], _num(r["images_per_s"]), _num(r["ratio_vs_baseline"], 2)] for r in rows]
+    head = f"On `{rows[0]['dataset']}` ({_num(rows[0]['files'])} files):\n\n"
+    return head + _table(["method", "images/s", "ratio vs. baseline"], body, ["---", "---:", "---:"]) + stamp
+
+
+def bench_input(root: Path) -> str:
+    """Training input pipelines against the tutorial baseline."""
+    rows, stamp = read_csv(root, "benchmarks/results/input_pipeline.csv")
+    body = [
+        [
+            r["pipeline"],
+            _num(r["epoch1_images_per_s"]),
+            _num(r["steady_images_per_s"]),
+            _num(r["steady_ratio_vs_baseline"], 2),
+        ]
+        for r in rows
+    ]
+    r0 = rows[0]
+    head = f"On `{r0['dataset']}` ({_num(r0['images'])} images) at {r0['size']} px, batch {r0['batch']}:\n\n"
+    table = _table(
+        ["pipeline", "epoch 1 images/s", "steady images/s", "ratio vs. baseline"], body, ["---", *["---:"] * 3]
+    )
+    return head + table + stamp
+
+
+def bench_overhead(root: Path) -> str:
+    """`dvc repro` of train + evaluate against the bare function calls."""
+    rows, stamp = read_csv(root, "benchmarks/results/mlops_overhead.csv")
+    body = [
+        [
+            r["config"],
+            f"{_num(r['bare_train_evaluate_s'], 1)} s",
+            f"{_num(r['dvc_repro_train_evaluate_s'], 1)} s",
+            _num(r["ratio"], 2),
+        ]
+        for r in rows
+    ]
+    return (
+        _table(
+            ["config", "bare train + evaluate", "`dvc repro` train + evaluate", "ratio"], body, ["---", *["---:"] * 3]
+        )
+        + stamp
+    )
+
+
+RENDERERS: dict[str, Callable[[Path], str]] = {
+    "dag": dag,
+    "sample-split": sample_split,
+    "split-table": split_table,
+    "validate-summary": validate_summary,
+    "test-metrics": metrics_line,
+    "train-time": train_time,
+    "bench-validate": bench_validate,
+    "bench-input": bench_input,
+    "bench-overhead": bench_overhead,
+}
+# Regions whose sources are committed: they can be checked in any checkout (tests/unit/test_docs.py does).
+COMMITTED = ("dag", "train-time", "bench-validate", "bench-input", "bench-overhead")
+
+
+# ------------------------------------------------------------------------------------------------------------- run
+@dataclass
+class Report:
+    """What a pass over the docs found: regions rewritten (or, with --check, stale), up to date, not filled."""
+
+    changed: list[str] = field(default_factory=list)
+    current: list[str] = field(default_factory=list)
+    unfilled: list[str] = field(default_factory=list)
+
+
+def doc_files(root: Path) -> list[Path]:
+    """README.md, CONTRIBUTING.md and docs/*.md under ``root``, those that exist."""
+    return [Path(p) for pattern in DOCS for p in sorted(glob.glob(str(root / pattern)))]
+
+
+def update(root: Path = ROOT, check: bool = False, only: tuple[str, ...] | None = None) -> Report:
+    """Render every fact region of the docs under ``root``; write the changes unless ``check``.
+
+    Args:
+        root: the repository root (its docs, artifacts/, dvc.lock and benchmarks/ are read).
+        check: change nothing; regions that differ are reported in ``changed``.
+        only: render only these region names (others are left out of the report).
+
+    Raises:
+        ValueError: a region names no known renderer.
+    """
+    report, cache = Report(), {}
+    for doc in doc_files(root):
+        text = doc.read_text()
+
+        def fill(match: re.Match[str], doc: Path = doc) -> str:
+            name = match["name"]
+            where = f"{doc.relative_to(root)}: fact:{name}"
+            if name not in RENDERERS:
+                raise ValueError(f"{where}: unknown region; known: {', '.join(RENDERERS)}")
+            if only is not None and name not in only:
+                return match[0]
+            if name not in cache:
+                try:
+                    cache[name] = RENDERERS[name](root)
+                except Missing as e:
+                    cache[name] = e
+            rendered = cache[name]
+            if isinstance(rendered, Missing):
+                report.unfilled.append(f"{where}: {rendered}")
+                return match[0]
+            (report.current if rendered == match["body"] else report.changed).append(where)
+            return f"<!-- fact:{name} -->\n{rendered}<!-- /fact -->"
+
+        new = REGION.sub(fill, text)
+        if new != text and not check:
+            doc.write_text(new)
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--check", action="store_true", help="change nothing; exit 1 when a region is out of date")
+    parser.add_argument("--root", type=Path, default=ROOT, help="repository root (default: this checkout)")
+    args = parser.parse_args(argv)
+    try:
+        report = update(args.root, check=args.check)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    verb = "out of date" if args.check else "rewritten"
+    for where in report.changed:
+        print(f"{verb}: {where}")
+    for where in report.unfilled:
+        print(f"not filled: {where}", file=sys.stderr)
+    print(f"{len(report.current)} up to date, {len(report.changed)} {verb}, {len(report.unfilled)} not filled")
+    if args.check and report.changed:
+        print("run `.venv/bin/python docs/facts.py` and commit the docs", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
