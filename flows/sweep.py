@@ -49,7 +49,7 @@ def run_trials(
         while waiting or running:
             while waiting and len(running) < concurrency:
                 trial = waiting.pop(0)
-                tags = {"mlflow.parentRunId": parent_id, tracking.SWEEP_TAG: sweep_id, tracking.TRIAL_TAG: trial.index,
+                tags = {"mlflow.parentRunId": parent_id, tracking.SWEEP_TAG: sweep_id, tracking.TRIAL_TAG: str(trial.index),
                         tracking.EXPERIMENT_TAG: trial.experiment}  # fmt: skip
                 parameters = {"overrides": trial.overrides, "push": True, "promote": False, "run_tags": tags,
                               "experiment_name": trial.experiment}  # fmt: skip

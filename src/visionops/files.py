@@ -93,11 +93,12 @@ def atomic_path(path: Path) -> Iterator[Path]:
     """A temporary path beside ``path`` for a writer that only takes a file name (Keras ``save``, ``np.save``); on
     success it replaces ``path`` in one ``os.replace``, on failure it is removed. Readers never see half a file.
 
-    The temporary name keeps ``path``'s suffix (``.model.keras.tmp.keras``): some writers choose the format by it.
+    The temporary name ends like ``path`` (``.tmp-model.keras``, ``.tmp-stage1.weights.h5``): writers choose the
+    format by the name's ending, and Keras insists on whole endings such as ``.weights.h5``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
+    tmp = path.with_name(f".tmp-{path.name}")
     try:
         yield tmp
         os.replace(tmp, path)
