@@ -28,8 +28,8 @@ from mlflow import MlflowClient
 
 from visionops.config import PromoteParams, SplitParams
 from visionops.promote import decide
-from visionops.split import split
 from visionops.registry import score_tag
+from visionops.split import split
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 TRAIN = """

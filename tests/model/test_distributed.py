@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import REPO, cli, free_port, tiny_project, tool_env
-from visionops.distribute import tf_config_from_env
 
 from visionops.config import ConfigError
+from visionops.distribute import tf_config_from_env
 
 pytestmark = pytest.mark.slow
 WORKER = Path(__file__).with_name("distributed_worker.py")
