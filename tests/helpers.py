@@ -1,7 +1,12 @@
-"""Helpers shared by the tests: subprocess environment, free ports, a real MLflow server, tiny train params."""
+"""Plain functions the tests share: paths, the subprocess environment, commands, processes, tiny projects.
+
+The test servers (MLflow, PostgreSQL, S3, Prefect, `visionops ui`, `mlflow models serve`) and their fixtures are
+in tests/servers.py, a pytest plugin; tests reach them through fixtures only.
+"""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from visionops.config import TrainParams
@@ -10,8 +15,9 @@ REPO = Path(__file__).resolve().parents[1]
 SIZE = 32  # image side of model tests: tiny, so B0 trains in seconds on CPU
 
 
-def tool_env(**extra: str) -> dict[str, str]:
-    """The environment for subprocesses: this venv's tools first on PATH, git identity, offline switches."""
+def tool_env(**extra: str | None) -> dict[str, str]:
+    """The environment for subprocesses: this venv's tools first on PATH, git identity, offline switches; then
+    ``extra``, where None removes a variable (``MLFLOW_TRACKING_URI=None``: the project's own store)."""
     import os
     import sys
 
@@ -28,10 +34,10 @@ def tool_env(**extra: str) -> dict[str, str]:
         PYTHONUNBUFFERED="1",
     )
     env.update(extra)
-    return env
+    return {key: value for key, value in env.items() if value is not None}
 
 
-def run(cmd: list[str], cwd: Path, check: bool = True, timeout: float = 600, **env: str):
+def run(cmd: list[str], cwd: Path, check: bool = True, timeout: float = 600, **env: str | None):
     """Run a command as a user would, capturing output; on failure show it in the assertion."""
     import subprocess
 
@@ -41,6 +47,20 @@ def run(cmd: list[str], cwd: Path, check: bool = True, timeout: float = 600, **e
     return proc
 
 
+def cli(*args: str) -> list[str]:
+    """The visionops command line, run with this interpreter."""
+    import sys
+
+    return [sys.executable, "-m", "visionops.cli", *args]
+
+
+def venv_tool(name: str) -> str:
+    """A console script of this venv (``mlflow``, ``visionops``, ``moto_server``), by absolute path."""
+    import sys
+
+    return str(Path(sys.executable).parent / name)
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     import socket
@@ -48,6 +68,23 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+# --- processes -----------------------------------------------------------------------------------------------------
+
+
+def spawn(cmd: list[str], log: Path, env: dict[str, str | None] | None = None, cwd: Path | None = None):
+    """Start ``cmd`` in a process group of its own (so it is stopped with everything it spawns), output to ``log``.
+
+    ``env`` is added to :func:`tool_env`.
+    """
+    import subprocess
+
+    log.parent.mkdir(parents=True, exist_ok=True)
+    out = open(log, "ab")  # noqa: SIM115 - kept open for the process's lifetime
+    return subprocess.Popen(
+        cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env=tool_env(**(env or {})), start_new_session=True
+    )
 
 
 def wait_until_up(url: str, proc, log: Path, timeout: float, what: str) -> None:
@@ -60,10 +97,13 @@ def wait_until_up(url: str, proc, log: Path, timeout: float, what: str) -> None:
     import urllib.error
     import urllib.request
 
+    def tail() -> str:
+        return log.read_text(errors="replace")[-3000:] if log.is_file() else ""
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited {proc.returncode}: {log.read_text(errors='replace')[-3000:]}")
+            raise RuntimeError(f"{what} exited {proc.returncode}: {tail()}")
         try:
             with urllib.request.urlopen(url, timeout=2):
                 return
@@ -71,32 +111,11 @@ def wait_until_up(url: str, proc, log: Path, timeout: float, what: str) -> None:
             return
         except OSError:
             time.sleep(0.3)
-    raise RuntimeError(f"{what} not answering {url} after {timeout} s: {log.read_text(errors='replace')[-3000:]}")
-
-
-def start_server(cmd: list[str], log: Path, url: str, what: str, timeout: float, env: dict[str, str] | None = None):
-    """Start a server in its own process group, output to ``log``, and wait until ``url`` answers.
-
-    Raises:
-        RuntimeError: it exited or did not answer within ``timeout`` s (it is stopped first); ends with its log.
-    """
-    import subprocess
-
-    log.parent.mkdir(parents=True, exist_ok=True)
-    out = open(log, "ab")  # noqa: SIM115 - kept open for the process's lifetime
-    proc = subprocess.Popen(
-        cmd, stdout=out, stderr=subprocess.STDOUT, env=tool_env(**(env or {})), start_new_session=True
-    )
-    try:
-        wait_until_up(url, proc, log, timeout, what)
-    except RuntimeError:
-        stop_group(proc)
-        raise
-    return proc
+    raise RuntimeError(f"{what} not answering {url} after {timeout} s: {tail()}")
 
 
 def stop_group(proc, sig: int | None = None, timeout: float = 30) -> None:
-    """Stop a process started with ``start_new_session`` and everything it spawned; SIGKILL if it lingers."""
+    """Stop a process started in its own session (:func:`spawn`) and everything it spawned; SIGKILL if it lingers."""
     import os
     import signal
     import subprocess
@@ -111,263 +130,64 @@ def stop_group(proc, sig: int | None = None, timeout: float = 30) -> None:
         proc.wait()
 
 
-class MlflowServer:
-    """A real `mlflow server` process on 127.0.0.1, started and stopped by PID.
-
-    By default the laptop setup: a sqlite backend and local artifacts under ``root``. The team setup is the same
-    server with ``backend_store_uri`` (e.g. ``postgresql://...``) and ``artifacts_destination``
-    (``s3://bucket/prefix``): artifacts are then proxied through the server, so only the server's ``env`` holds
-    the S3 endpoint and credentials and clients need nothing but MLFLOW_TRACKING_URI.
-    """
-
-    def __init__(
-        self,
-        root: Path,
-        port: int | None = None,
-        backend_store_uri: str | None = None,
-        artifacts_destination: str | None = None,
-        env: dict[str, str] | None = None,
-    ) -> None:
-        self.root, self.port = root, port or free_port()
-        self.uri = f"http://127.0.0.1:{self.port}"
-        self.backend_store_uri = backend_store_uri or f"sqlite:///{root / 'mlflow.db'}"
-        self.artifacts_destination, self.env = artifacts_destination, env or {}
-        self.proc = None
-
-    def command(self) -> list[str]:
-        """The `mlflow server` command line for this store and artifact location."""
-        import sys
-
-        cmd = [
-            str(Path(sys.executable).parent / "mlflow"),
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--workers",
-            "1",
-            "--backend-store-uri",
-            self.backend_store_uri,
-        ]
-        if self.artifacts_destination:
-            return [*cmd, "--serve-artifacts", "--artifacts-destination", self.artifacts_destination]
-        return [*cmd, "--default-artifact-root", (self.root / "artifacts").as_uri()]
-
-    def start(self, timeout: float = 120) -> MlflowServer:
-        self.proc = start_server(
-            self.command(), self.root / "server.log", self.uri + "/health", "mlflow server", timeout, self.env
-        )
-        return self
-
-    def stop(self) -> None:
-        stop_group(self.proc)  # the server and its uvicorn workers
-        self.proc = None
+def processes() -> list[tuple[int, list[str], str]]:
+    """Every process now: its pid, the fields of /proc/<pid>/stat after the name (state, ppid, pgid, ...) and its
+    command line (arguments joined by spaces)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+            cmdline = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # (it exited meanwhile)
+            continue
+        found.append((int(stat.parent.name), fields, cmdline))
+    return found
 
 
-PG_MISSING = "PostgreSQL binaries (initdb/pg_ctl) not found: apt-get install postgresql"
-PG_PASSWORD = "visionops-test-only"  # a throwaway server's superuser password, never a real one
+# --- files and repositories ----------------------------------------------------------------------------------------
 
 
-def postgres_bin() -> Path | None:
-    """The folder holding initdb and postgres: from PATH, else Debian's /usr/lib/postgresql/<major>/bin.
+def md5s(folder: Path) -> dict[str, str]:
+    """Each file's md5 (what DVC names its objects by), by path relative to ``folder``."""
+    return {
+        p.relative_to(folder).as_posix(): hashlib.md5(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
-    (apt's postgresql package keeps the server binaries off PATH.)
-    """
+
+def copy_checkout(dest: Path, skip: tuple[str, ...] = ()) -> Path:
+    """This checkout's files (tracked and new, not ignored; modes kept) copied into ``dest``, but for paths
+    starting with one of ``skip``. What a commit of the working tree would hold."""
     import shutil
 
-    found = shutil.which("initdb")
-    if found and shutil.which("pg_ctl"):
-        return Path(found).resolve().parent
-    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]))
-    return versions[-1].parent if versions else None
+    listed = run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO).stdout
+    for rel in filter(None, listed.split("\0")):
+        if (REPO / rel).is_file() and not rel.startswith(skip):
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / rel, dest / rel)
+    return dest
 
 
-class PostgresServer:
-    """A real PostgreSQL server: initdb into a fresh folder, 127.0.0.1 on a free port, its socket in that folder.
-
-    Postgres refuses to run as root, so under root the server runs as ``nobody``, from a folder of its own
-    outside pytest's root-only temp tree. Stopped by PID (SIGINT: fast shutdown) and the folder removed.
-    """
-
-    def __init__(self, port: int | None = None) -> None:
-        self.port, self.proc, self.root = port or free_port(), None, None
-        self.bin = postgres_bin()
-        if self.bin is None:
-            raise RuntimeError(PG_MISSING)
-
-    def _as_owner(self) -> dict:
-        """Popen arguments that drop root to ``nobody``; nothing when not root."""
-        import os
-        import pwd
-
-        if os.geteuid() != 0:
-            return {}
-        user = pwd.getpwnam("nobody")
-        return {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
-
-    def _init(self) -> None:
-        import os
-        import subprocess
-        import tempfile
-
-        self.root = Path(tempfile.mkdtemp(prefix="visionops-pg-"))
-        (self.root / "pwfile").write_text(PG_PASSWORD + "\n")
-        owner = self._as_owner()
-        if owner:
-            for path in (self.root, self.root / "pwfile"):
-                os.chown(path, owner["user"], owner["group"])
-        cmd = [
-            str(self.bin / "initdb"),
-            "-D",
-            str(self.root / "data"),
-            "-U",
-            "postgres",
-            "--pwfile",
-            str(self.root / "pwfile"),
-            "--auth-local=trust",
-            "--auth-host=scram-sha-256",
-            "--no-locale",
-            "-E",
-            "UTF8",
-            "--no-sync",
-            "--no-instructions",
-        ]
-        done = subprocess.run(cmd, cwd=self.root, capture_output=True, text=True, timeout=120, **owner)
-        if done.returncode != 0:
-            raise RuntimeError(f"initdb exited {done.returncode}: {done.stdout}{done.stderr}")
-
-    def start(self, timeout: float = 60) -> PostgresServer:
-        import subprocess
-        import time
-
-        import psycopg2
-
-        self._init()
-        log = open(self.root / "server.log", "ab")  # noqa: SIM115 - kept open for the process's lifetime
-        # fsync off: a test database is thrown away, durability only costs time here.
-        cmd = [
-            str(self.bin / "postgres"),
-            "-D",
-            str(self.root / "data"),
-            "-p",
-            str(self.port),
-            "-k",
-            str(self.root),
-            "-c",
-            "listen_addresses=127.0.0.1",
-            "-c",
-            "fsync=off",
-            "-c",
-            "full_page_writes=off",
-        ]
-        self.proc = subprocess.Popen(
-            cmd, cwd=self.root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, **self._as_owner()
-        )
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                self.query("postgres", "SELECT 1")
-                return self
-            except psycopg2.OperationalError:  # not accepting connections yet
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    text = (self.root / "server.log").read_text(errors="replace")[-3000:]
-                    self.stop()
-                    raise RuntimeError(f"postgres did not start on 127.0.0.1:{self.port}: {text}") from None
-                time.sleep(0.2)
-
-    def url(self, database: str, driver: str = "postgresql+psycopg2") -> str:
-        """A SQLAlchemy URL of ``database``: psycopg2 for MLflow, ``postgresql+asyncpg`` for Prefect.
-
-        (SQLAlchemy 2.1 maps a bare ``postgresql://`` to psycopg 3, which is not installed: name the driver.)
-        """
-        return f"{driver}://postgres:{PG_PASSWORD}@127.0.0.1:{self.port}/{database}"
-
-    def new_database(self, name: str, driver: str = "postgresql+psycopg2") -> str:
-        """Create database ``name`` (each server gets its own, as in the team stack); returns its URL."""
-        self.query("postgres", f'CREATE DATABASE "{name}"', fetch=False)
-        return self.url(name, driver)
-
-    def query(self, database: str, sql: str, args: tuple = (), fetch: bool = True) -> list[tuple]:
-        """Run one statement over TCP with the password, as the servers do; the rows it returns."""
-        import psycopg2
-
-        conn = psycopg2.connect(
-            host="127.0.0.1", port=self.port, user="postgres", password=PG_PASSWORD, dbname=database, connect_timeout=5
-        )
-        conn.autocommit = True  # (CREATE DATABASE refuses to run inside a transaction)
-        try:
-            with conn.cursor() as cursor:
-                cursor.execute(sql, args)
-                return cursor.fetchall() if fetch else []
-        finally:
-            conn.close()
-
-    def stop(self) -> None:
-        import shutil
-        import signal
-
-        stop_group(self.proc, signal.SIGINT)
-        self.proc = None
-        if self.root is not None:
-            shutil.rmtree(self.root, ignore_errors=True)
-            self.root = None
+def git_init(folder: Path) -> None:
+    """Make ``folder`` a git repository on branch main."""
+    run(["git", "init", "-q", "-b", "main"], cwd=folder)
 
 
-S3_KEYS = {
-    "AWS_ACCESS_KEY_ID": "visionops-test-key",
-    "AWS_SECRET_ACCESS_KEY": "visionops-test-secret",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
+def git_commit(folder: Path, message: str) -> None:
+    """Commit everything in ``folder``'s working tree."""
+    run(["git", "add", "-A"], cwd=folder)
+    run(["git", "commit", "-q", "-m", message], cwd=folder)
 
 
-class S3Server:
-    """A real S3 API on 127.0.0.1 (moto's server, a separate process); buckets are made with boto3.
+def mark_project(folder: Path) -> Path:
+    """Make ``folder`` a project root (a dvc.yaml), so its MLflow store and stack live there, not in the repo."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "dvc.yaml").write_text("stages: {}\n")
+    return folder
 
-    The credentials are env-style test values: ``env()`` gives the variables a server or tool needs, so they are
-    handed only to the processes that talk to S3 (never written into a config file).
-    """
 
-    def __init__(self, root: Path, port: int | None = None) -> None:
-        self.root, self.port, self.proc = root, port or free_port(), None
-        self.endpoint = f"http://127.0.0.1:{self.port}"
-
-    def start(self, timeout: float = 60) -> S3Server:
-        import sys
-
-        cmd = [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(self.port)]
-        self.proc = start_server(cmd, self.root / "moto.log", self.endpoint + "/moto-api/", "moto_server", timeout)
-        return self
-
-    def env(self, endpoint_variable: str | None = None) -> dict[str, str]:
-        """The credentials as environment variables; plus the endpoint under ``endpoint_variable`` if named."""
-        return {**S3_KEYS, **({endpoint_variable: self.endpoint} if endpoint_variable else {})}
-
-    def client(self):
-        """A boto3 S3 client of this server."""
-        import boto3
-
-        return boto3.client(
-            "s3",
-            endpoint_url=self.endpoint,
-            aws_access_key_id=S3_KEYS["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=S3_KEYS["AWS_SECRET_ACCESS_KEY"],
-            region_name=S3_KEYS["AWS_DEFAULT_REGION"],
-        )
-
-    def bucket(self, name: str) -> str:
-        """Create bucket ``name``; returns the name."""
-        self.client().create_bucket(Bucket=name)
-        return name
-
-    def keys(self, bucket: str, prefix: str = "") -> list[str]:
-        """Every object key in ``bucket`` under ``prefix``."""
-        pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-        return [item["Key"] for page in pages for item in page.get("Contents", [])]
-
-    def stop(self) -> None:
-        stop_group(self.proc)
-        self.proc = None
+# --- tiny params, projects and origins -----------------------------------------------------------------------------
 
 
 def tiny_params(**overrides) -> TrainParams:
@@ -406,8 +226,7 @@ def tiny_project(
         root / "artifacts/split",
     )
     (root / "params.yaml").write_text(params_yaml)
-    (root / "dvc.yaml").write_text("stages: {}\n")  # marks the project root
-    return root
+    return mark_project(root)
 
 
 TINY_PIPELINE = {
@@ -433,36 +252,19 @@ def tiny_origin(dest: Path, remote: str, endpoint: str | None = None, **env: str
     """
     import yaml
 
-    listed = run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO).stdout
-    for rel in filter(None, listed.split("\0")):
-        if (REPO / rel).is_file() and not rel.startswith("dvc-remote/"):
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            (dest / rel).write_bytes((REPO / rel).read_bytes())
-    (dest / "run.sh").chmod(0o755)
+    copy_checkout(dest, skip=("dvc-remote/",))
     params = merge(yaml.safe_load((dest / "params.yaml").read_text()), TINY_PIPELINE)
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (dest / "data.dvc").unlink()
     run(cli("sample-data", "--out", "data", "--per-class", "12", "--size", "48"), cwd=dest)
-    run(["git", "init", "-q", "-b", "main"], cwd=dest)
+    git_init(dest)
     remote_cmds = [["dvc", "remote", "add", "-f", "-d", "sample", remote]]
     if endpoint:
         remote_cmds = [
             ["dvc", "remote", "add", "-d", "team", remote],
             ["dvc", "remote", "modify", "team", "endpointurl", endpoint],
         ]
-    for cmd in (
-        *remote_cmds,
-        ["dvc", "add", "-q", "data"],
-        ["dvc", "push", "-q"],
-        ["git", "add", "-A"],
-        ["git", "commit", "-qm", "tiny origin"],
-    ):
+    for cmd in (*remote_cmds, ["dvc", "add", "-q", "data"], ["dvc", "push", "-q"]):
         run(cmd, cwd=dest, **env)
+    git_commit(dest, "tiny origin")
     return dest
-
-
-def cli(*args: str) -> list[str]:
-    """The visionops command line, run with this interpreter."""
-    import sys
-
-    return [sys.executable, "-m", "visionops.cli", *args]

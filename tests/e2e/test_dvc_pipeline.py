@@ -29,7 +29,7 @@ def _ran(output: str) -> set[str]:
     return {s for s in ("validate", "split", "train", "evaluate", "promote") if f"Running stage '{s}'" in output}
 
 
-def test_pull_repro_experiment_then_nothing_to_do(project_copy: Path) -> None:
+def test_pull_repro_experiment_then_nothing_to_do(project_copy: Path, visionops_ui) -> None:
     assert not (project_copy / "data").exists()
     run(cli("pull-data", "--if-absent"), cwd=project_copy)  # what `./run.sh pipeline` does on a fresh clone
     assert len(list((project_copy / "data").rglob("*.jpg"))) >= 300
@@ -75,7 +75,7 @@ def test_pull_repro_experiment_then_nothing_to_do(project_copy: Path) -> None:
     plots = run(["dvc", "plots", "show", "-o", "plots_out"], cwd=project_copy).stdout
     assert (project_copy / "plots_out" / "index.html").is_file(), plots
 
-    _the_local_mlflow_store_holds_the_run(project_copy)
+    _the_local_mlflow_store_holds_the_run(project_copy, visionops_ui)
 
 
 def _the_prefect_flow_in_process_reruns_nothing(project: Path) -> None:
@@ -142,43 +142,17 @@ def _data_with_other_classes_ends_green_and_uncompared(project: Path) -> None:
     assert f"has [{theirs}] (4)" in decision["reason"] and "promote.registered_model=" in decision["reason"]
 
 
-def _the_local_mlflow_store_holds_the_run(project: Path) -> None:
+def _the_local_mlflow_store_holds_the_run(project: Path, visionops_ui) -> None:
     """Without MLFLOW_TRACKING_URI the runs go to the project's sqlite store, and `visionops ui` serves them."""
-    import os
-    import signal
-    import subprocess
-    import time
     import urllib.request
-
-    from helpers import free_port, tool_env
 
     assert (project / "mlflow.db").is_file() and (project / "mlartifacts").is_dir()
     run_id = json.loads((project / "artifacts/train/run.json").read_text())["run_id"]
-    port = free_port()
-    env = {k: v for k, v in tool_env().items() if k != "MLFLOW_TRACKING_URI"}
-    ui = subprocess.Popen(
-        ["visionops", "ui", "--port", str(port)],
-        cwd=project,
-        env=env,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline, body = time.monotonic() + 120, ""
-        while time.monotonic() < deadline and not body:
-            try:
-                url = f"http://127.0.0.1:{port}/api/2.0/mlflow/runs/get?run_id={run_id}"
-                with urllib.request.urlopen(url, timeout=2) as response:
-                    body = response.read().decode()
-            except OSError:
-                time.sleep(0.5)
-        logged = json.loads(body)["run"]
-        assert logged["info"]["status"] == "FINISHED"
-        assert {m["key"] for m in logged["data"]["metrics"]} >= {"loss", "val_accuracy", "test_accuracy"}
-    finally:
-        os.killpg(ui.pid, signal.SIGTERM)
-        ui.wait(timeout=30)
+    url = f"{visionops_ui(project).url}/api/2.0/mlflow/runs/get?run_id={run_id}"
+    with urllib.request.urlopen(url, timeout=30) as response:
+        logged = json.loads(response.read())["run"]
+    assert logged["info"]["status"] == "FINISHED"
+    assert {m["key"] for m in logged["data"]["metrics"]} >= {"loss", "val_accuracy", "test_accuracy"}
 
 
 def test_invalid_params_fail_the_stage_with_the_key(project_copy: Path) -> None:

@@ -42,9 +42,11 @@ def test_outage_mid_run_then_log_run_gives_one_complete_run(tmp_path: Path, mlfl
     assert "logging the evaluation to MLflow failed" in evaluated.stderr
 
     mlflow_server.start()  # same port, same database
+    run_id = json.loads((project / "artifacts/train/run.json").read_text())["run_id"]
     recovered = run(cli("log-run"), cwd=project, MLFLOW_TRACKING_URI=mlflow_server.uri).stdout
-    assert "training and evaluation logged" in recovered
-    assert "nothing missing" in run(cli("log-run"), cwd=project, MLFLOW_TRACKING_URI=mlflow_server.uri).stdout
+    assert f"log-run: training and evaluation logged to run {run_id}" in " ".join(recovered.split())
+    again = run(cli("log-run"), cwd=project, MLFLOW_TRACKING_URI=mlflow_server.uri).stdout
+    assert f"log-run: nothing missing in run {run_id}" in " ".join(again.split())
     _assert_complete_run(MlflowClient(mlflow_server.uri), project, mlflow_server.uri)
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import REPO, cli, free_port, tiny_project, tool_env
+from helpers import REPO, cli, free_port, spawn, stop_group, tiny_project, tool_env
 
 from visionops.config import ConfigError
 from visionops.distribute import tf_config_from_env
@@ -28,16 +28,8 @@ TIMEOUT = 240
 
 
 def _start(root: Path, name: str, **env: str) -> tuple[subprocess.Popen, Path]:
-    log = open(root / f"{name}.log", "wb")  # noqa: SIM115 - kept open for the process's lifetime
     cmd = [sys.executable, str(WORKER), str(root / name), str(root / f"{name}.json")]
-    proc = subprocess.Popen(
-        cmd,
-        cwd=root,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        env=tool_env(TF_CPP_MIN_LOG_LEVEL="2", **env),
-    )
+    proc = spawn(cmd, root / f"{name}.log", {"TF_CPP_MIN_LOG_LEVEL": "2", **env}, cwd=root)
     return proc, root / f"{name}.json"
 
 
@@ -49,9 +41,7 @@ def _wait_all(root: Path, procs: dict[str, subprocess.Popen]) -> None:
                 raise AssertionError(f"{name} exited {proc.returncode}:\n{(root / f'{name}.log').read_text()[-3000:]}")
     finally:
         for proc in procs.values():
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+            stop_group(proc, signal.SIGKILL)
 
 
 @pytest.fixture(scope="module")

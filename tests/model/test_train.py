@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from corpus import good_class, write
-from helpers import tiny_params
+from helpers import cli, mark_project, tiny_params, tool_env
 
 from visionops.config import AugmentStep, EvaluateParams, SplitParams, ValidateParams
 from visionops.contracts import ClassMismatchError
@@ -52,7 +50,8 @@ def test_outputs(trained) -> None:
     for name in ("model.keras", "history.csv", "classes.json", "weights.json", "params.json", "augment_preview.png"):
         assert (out / name).is_file(), name
     assert any((out / "tensorboard").rglob("events.out.tfevents.*"))
-    assert result.classes == CLASSES, "class names come from the data"
+    assert result.info.classes == CLASSES, "class names come from the data"
+    assert result.model_path == out / "model.keras" and result.run is None, "train alone logs nowhere"
     info = json.loads((out / "classes.json").read_text())
     assert info["classes"] == CLASSES and info["image_size"] == 32 and info["task"] == "classification"
     assert json.loads((out / "weights.json").read_text())["used"] == "random"
@@ -69,7 +68,10 @@ def test_evaluate(trained) -> None:
     holdout = root / "holdout"
     for label in CLASSES[:2]:
         good_class(holdout, label, 2, start=500)
-    metrics = evaluate(root / "train", data, split_dir, EvaluateParams(top_k=2, holdout_dir=str(holdout)), root / "ev")
+    result = evaluate(root / "train", data, split_dir, EvaluateParams(top_k=2, holdout_dir=str(holdout)), root / "ev")
+    assert result.run_id is None and result.warnings == [], "no run.json beside the model: no run to log into"
+    metrics = result.metrics
+    assert metrics == json.loads((root / "ev" / "metrics.json").read_text())
     for key in ("accuracy", "macro_f1", "top_2_accuracy", "roc_auc_ovr", "ece", "examples", "split_id"):
         assert key in metrics, key
     assert metrics["examples"] == len(pd.read_csv(split_dir / "test.csv"))
@@ -125,11 +127,11 @@ def test_predict_folder_and_file(trained, tmp_path: Path) -> None:
     images = tmp_path / "in"
     good_class(images, "x", 3, start=900)
     write(images, "x/broken.jpg", b"nope")
-    table = predict(root / "train", images, tmp_path / "p.csv", top_k=2)
+    table = predict(root / "train", images, tmp_path / "out", top_k=2)
     assert len(table) == 4 and (table["error"] != "").sum() == 1
     ok = table[table["error"] == ""]
     assert set(ok["label_1"]) <= set(CLASSES) and (ok["p_1"] >= ok["p_2"]).all()
-    assert pd.read_csv(tmp_path / "p.csv").shape == table.shape
+    assert pd.read_csv(tmp_path / "out" / "predictions.csv").shape == table.shape
     single = predict(root / "train" / "model.keras", next(data.rglob("*.jpg")), top_k=5)
     assert len(single) == 1 and "label_3" in single.columns and "label_4" not in single.columns
 
@@ -139,7 +141,7 @@ def test_orientation_task(tmp_path: Path) -> None:
     result = train(
         data, split_dir, tiny_params(task="orientation"), [AugmentStep(name="GaussNoise", p=0.5)], tmp_path / "train"
     )
-    assert result.classes == ["0", "90", "180", "270"]
+    assert result.info.classes == ["0", "90", "180", "270"] and result.info.task == "orientation"
     evaluate(tmp_path / "train", data, split_dir, EvaluateParams(), tmp_path / "ev")
     predictions = pd.read_csv(tmp_path / "ev" / "predictions.csv")
     test = pd.read_csv(split_dir / "test.csv")
@@ -156,10 +158,7 @@ def test_resume_after_kill(tmp_path: Path) -> None:
         "train: {image_size: 32, weights: null, batch_size: 8, workers: 1, early_stopping_patience: 50,\n"
         "        head: {epochs: 1}, finetune: {epochs: 12}}\n"
     )
-    cmd = [
-        sys.executable,
-        "-m",
-        "visionops.cli",
+    cmd = cli(
         "train",
         "--params",
         str(params),
@@ -169,9 +168,9 @@ def test_resume_after_kill(tmp_path: Path) -> None:
         str(split_dir),
         "--out",
         str(tmp_path / "train"),
-    ]
-    (tmp_path / "dvc.yaml").write_text("stages: {}\n")  # the project root: its MLflow store goes here, not in the repo
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | {"PYTHONUNBUFFERED": "1"}
+    )
+    mark_project(tmp_path)  # the project root: its MLflow store goes here, not in the repo
+    env = tool_env(MLFLOW_TRACKING_URI=None)
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     stage2_log = None
     deadline = time.monotonic() + 300

@@ -26,7 +26,7 @@ import pandas as pd
 import pytest
 import yaml
 from corpus import good_class, tree_digest
-from helpers import REPO, S3Server, cli, free_port, run, stop_group, tiny_project, tool_env
+from helpers import REPO, cli, free_port, git_commit, git_init, md5s, run, stop_group, tiny_project, tool_env
 
 pytestmark = [pytest.mark.e2e]
 TRAIN_PARAMS = "train: {image_size: 32, weights: null, batch_size: 8, workers: 1, finetune: {epochs: 1}}\n"
@@ -61,7 +61,7 @@ def test_tracking_server_down_at_start_fails_fast_and_loses_nothing(tmp_path: Pa
     started = time.monotonic()
     failed = run(cli("train"), cwd=project, check=False, timeout=120, MLFLOW_TRACKING_URI=uri)
     print(f"train with the tracking server down exited {failed.returncode} after {time.monotonic() - started:.1f} s")
-    assert failed.returncode == 1, failed.stderr
+    assert failed.returncode == 3, failed.stderr  # exit 3: a server is unavailable (visionops.errors)
     message = " ".join(failed.stderr.split())  # rich wraps long lines
     for part in (uri, "MLFLOW_TRACKING_URI", "Start it", "unset MLFLOW_TRACKING_URI", "nothing was trained"):
         assert part in message, (part, message)
@@ -189,14 +189,6 @@ def test_validate_killed_while_writing_leaves_only_complete_outputs(tmp_path: Pa
 FILES, FILE_SIZE = 160, 256 * 1024  # 40 MB: a pull takes about a second here, long enough to be cut mid-way
 
 
-def _md5s(folder: Path) -> dict[str, str]:
-    return {
-        p.relative_to(folder).as_posix(): hashlib.md5(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
-    }
-
-
 def _cached(project: Path) -> tuple[list[Path], list[Path]]:
     """The objects in the clone's DVC cache so far, and DVC's partial downloads (``<name>.<random>.tmp``)."""
     files = [p for p in (project / ".dvc/cache/files/md5").glob("*/*") if p.is_file()]
@@ -212,24 +204,23 @@ def _origin_and_clone(tmp_path: Path, endpoint: str) -> tuple[Path, Path]:
         path = origin / "data" / f"c{i % 4}" / f"{i:03d}.bin"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(rng.bytes(FILE_SIZE))
+    git_init(origin)
     for cmd in (
-        ["git", "init", "-q", "-b", "main"],
         ["dvc", "init", "-q"],
         ["dvc", "add", "-q", "data"],
         ["dvc", "remote", "add", "-d", "store", "s3://dvc-store/cache"],
         ["dvc", "remote", "modify", "store", "endpointurl", endpoint],
-        ["git", "add", "-A"],
-        ["git", "commit", "-q", "-m", "data"],
     ):
         run(cmd, cwd=origin)
+    git_commit(origin, "data")
     run(["git", "clone", "-q", str(origin), str(clone)], cwd=tmp_path)
     return origin, clone
 
 
 @pytest.mark.slow  # real servers or processes killed mid-write: tens of seconds
-def test_dvc_remote_down_then_back_and_a_pull_killed_midway(tmp_path: Path) -> None:
+def test_dvc_remote_down_then_back_and_a_pull_killed_midway(tmp_path: Path, s3_server_down) -> None:
     """Pull from an S3 remote nobody answers (clear error), then once it is back; then SIGKILL a pull mid-way."""
-    s3 = S3Server(tmp_path / "s3")
+    s3 = s3_server_down
     origin, clone = _origin_and_clone(tmp_path, s3.endpoint)
     # One attempt, not botocore's 5 with backoff (≈ 25 s measured here): the outcome is the same, only sooner.
     env = s3.env() | {"AWS_MAX_ATTEMPTS": "1"}
@@ -239,24 +230,21 @@ def test_dvc_remote_down_then_back_and_a_pull_killed_midway(tmp_path: Path) -> N
     assert not (clone / "data").exists() or not any((clone / "data").rglob("*.bin")), "nothing half-pulled"
 
     s3.start()
-    try:
-        s3.bucket("dvc-store")
-        run(["dvc", "push", "-q"], cwd=origin, **env)  # the remote is back, holding the origin's data
-        expected = _md5s(origin / "data")
-        run(["dvc", "pull", "-q"], cwd=clone, **env)
-        assert _md5s(clone / "data") == expected, "the retried pull is byte-identical to the origin"
+    s3.bucket("dvc-store")
+    run(["dvc", "push", "-q"], cwd=origin, **env)  # the remote is back, holding the origin's data
+    expected = md5s(origin / "data")
+    run(["dvc", "pull", "-q"], cwd=clone, **env)
+    assert md5s(clone / "data") == expected, "the retried pull is byte-identical to the origin"
 
-        shutil.rmtree(clone / "data")
-        shutil.rmtree(clone / ".dvc/cache")
-        objects = FILES + 1  # every file, plus the .dir listing of data/
-        status = _kill_when(["dvc", "pull", "-q"], clone, lambda: len(_cached(clone)[0]) >= objects // 3, **env)
-        cached, partial = _cached(clone)
-        print(f"dvc pull killed with {len(cached)} of {objects} objects fetched, {len(partial)} partial downloads")
-        assert status == -signal.SIGKILL and 0 < len(cached) < objects, "the kill landed mid-transfer"
-        for obj in cached:  # what DVC kept is whole: it renames a download into place only once complete
-            assert hashlib.md5(obj.read_bytes()).hexdigest() == obj.parent.name + obj.name.removesuffix(".dir")
-        run(["dvc", "pull", "-q"], cwd=clone, **env)
-        assert _md5s(clone / "data") == expected, "every file complete, none missing, nothing extra in data/"
-        assert "up to date" in run(["dvc", "status"], cwd=clone, **env).stdout
-    finally:
-        s3.stop()
+    shutil.rmtree(clone / "data")
+    shutil.rmtree(clone / ".dvc/cache")
+    objects = FILES + 1  # every file, plus the .dir listing of data/
+    status = _kill_when(["dvc", "pull", "-q"], clone, lambda: len(_cached(clone)[0]) >= objects // 3, **env)
+    cached, partial = _cached(clone)
+    print(f"dvc pull killed with {len(cached)} of {objects} objects fetched, {len(partial)} partial downloads")
+    assert status == -signal.SIGKILL and 0 < len(cached) < objects, "the kill landed mid-transfer"
+    for obj in cached:  # what DVC kept is whole: it renames a download into place only once complete
+        assert hashlib.md5(obj.read_bytes()).hexdigest() == obj.parent.name + obj.name.removesuffix(".dir")
+    run(["dvc", "pull", "-q"], cwd=clone, **env)
+    assert md5s(clone / "data") == expected, "every file complete, none missing, nothing extra in data/"
+    assert "up to date" in run(["dvc", "status"], cwd=clone, **env).stdout

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import subprocess
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -18,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from corpus import good_jpeg, write
-from helpers import MlflowServer, cli, free_port, run, stop_group, tool_env, wait_until_up
+from helpers import cli, run
 
 from visionops.config import ConfigError, parse_params
 from visionops.files import PathEscapeError, inside
@@ -73,10 +72,10 @@ def test_model_with_code_is_refused_by_loader_and_cli(tmp_path: Path) -> None:
     with pytest.raises(UnsafeModelError, match="refused to load, it carries Python code"):
         load_model(path)
     write(tmp_path, "images/a.jpg", good_jpeg(1))
-    proc = run(cli("predict", "images", "--model", str(path), "--out", "p.csv"), cwd=tmp_path, check=False)
+    proc = run(cli("predict", "images", "--model", str(path), "--out", "predicted"), cwd=tmp_path, check=False)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert f"{path}: refused to load, it carries Python code" in proc.stderr
-    assert not (tmp_path / "p.csv").exists()
+    assert not (tmp_path / "predicted" / "predictions.csv").exists()
 
 
 def _logged_stage_outputs(root: Path) -> Path:
@@ -114,34 +113,6 @@ def _logged_stage_outputs(root: Path) -> Path:
     return artifacts
 
 
-class _AuthServer(MlflowServer):
-    """`mlflow server --app-name basic-auth`: the team server's setup (compose.yaml), on 127.0.0.1."""
-
-    def command(self) -> list[str]:
-        return [*super().command(), "--app-name", "basic-auth"]
-
-
-@pytest.fixture(scope="module")
-def auth_server(tmp_path_factory: pytest.TempPathFactory):
-    """A basic-auth tracking server (its admin password is the canary). Needs `mlflow[auth]` (Flask-WTF)."""
-    pytest.importorskip("flask_wtf", reason="mlflow's basic-auth app needs Flask-WTF (pip install 'mlflow[auth]')")
-    base = tmp_path_factory.mktemp("auth")
-    config = base / "auth.ini"
-    config.write_text(
-        f"[mlflow]\ndefault_permission = READ\ndatabase_uri = sqlite:///{base / 'auth.db'}\n"
-        "admin_username = admin\nauthorization_function = "
-        "mlflow.server.auth:authenticate_request_basic_auth\n"
-    )
-    env = {
-        "MLFLOW_AUTH_CONFIG_PATH": str(config),
-        "MLFLOW_AUTH_ADMIN_PASSWORD": CANARIES["MLFLOW_TRACKING_PASSWORD"],
-        "MLFLOW_FLASK_SERVER_SECRET_KEY": "tests-only-csrf-key",
-    }  # the auth app refuses to start without one
-    server = _AuthServer(base / "server", env=env).start()
-    yield server
-    server.stop()
-
-
 def _status(url: str, user: str | None = None, password: str | None = None) -> int:
     request = urllib.request.Request(url)
     if user:
@@ -154,15 +125,15 @@ def _status(url: str, user: str | None = None, password: str | None = None) -> i
 
 
 @pytest.mark.slow  # real servers or processes killed mid-write: tens of seconds
-def test_basic_auth_refuses_strangers(auth_server: MlflowServer) -> None:
-    url = auth_server.uri + "/api/2.0/mlflow/experiments/search?max_results=1"
+def test_basic_auth_refuses_strangers(auth_mlflow_server) -> None:
+    url = auth_mlflow_server.uri + "/api/2.0/mlflow/experiments/search?max_results=1"
     assert _status(url) == 401
     assert _status(url, "admin", "wrong") == 401
-    assert _status(url, "admin", CANARIES["MLFLOW_TRACKING_PASSWORD"]) == 200
+    assert _status(url, "admin", auth_mlflow_server.admin_password) == 200
 
 
 @pytest.mark.slow  # real servers or processes killed mid-write: tens of seconds
-def test_no_secret_reaches_mlflow(tmp_path: Path, mlflow_server: MlflowServer, monkeypatch) -> None:
+def test_no_secret_reaches_mlflow(tmp_path: Path, mlflow_server, monkeypatch) -> None:
     """Canary credentials in the environment of a real logging run appear in no param, tag, metric or file."""
     import keras
     from mlflow import MlflowClient
@@ -181,7 +152,7 @@ def test_no_secret_reaches_mlflow(tmp_path: Path, mlflow_server: MlflowServer, m
         inputs, keras.layers.Dense(2, activation="softmax")(keras.layers.GlobalAveragePooling2D()(inputs))
     )
     client = tracking.connect(root)
-    run_id = tracking.start_run(client, "canary", "canary-run", {"stage": "train"}, root / "run_id")["run_id"]
+    run_id = tracking.start_run(client, "canary", "canary-run", {"stage": "train"}, root / "run_id").run_id
     model.save(artifacts / "train" / "model.keras")
     tracking.log_training(client, run_id, load_params(root / "params.yaml"), root, artifacts)
     tracking.log_evaluation(client, run_id, artifacts / "evaluate")
@@ -209,25 +180,10 @@ def _listening(port: int) -> list[str]:
 
 
 @pytest.mark.slow  # real servers or processes killed mid-write: tens of seconds
-def test_visionops_ui_listens_on_loopback_only(tmp_path: Path) -> None:
-    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
-    port = free_port()
-    env = tool_env()
-    env.pop("MLFLOW_TRACKING_URI", None)  # the project's own store: `ui` starts a server only then
-    proc = subprocess.Popen(
-        cli("ui", "--port", str(port)),
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=open(tmp_path / "ui.log", "wb"),  # noqa: SIM115 - kept open for the server's lifetime
-        start_new_session=True,
-    )
-    try:
-        wait_until_up(f"http://127.0.0.1:{port}/health", proc, tmp_path / "ui.log", 120, "visionops ui")
-        addresses = _listening(port)
-        assert addresses and set(addresses) == {"0100007F"}, addresses  # 127.0.0.1, little-endian hex
-    finally:
-        stop_group(proc)
+def test_visionops_ui_listens_on_loopback_only(tmp_path: Path, visionops_ui) -> None:
+    port = visionops_ui(tmp_path).port
+    addresses = _listening(port)
+    assert addresses and set(addresses) == {"0100007F"}, addresses  # 127.0.0.1, little-endian hex
 
 
 @pytest.mark.parametrize(

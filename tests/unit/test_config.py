@@ -6,12 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import REPO
 
 from visionops.config import ConfigError, Params, load_params, parse_params, save_resolved
 
 
-def test_committed_params_are_valid(repo_root: Path) -> None:
-    params = load_params(repo_root / "params.yaml")
+def test_committed_params_are_valid() -> None:
+    params = load_params(REPO / "params.yaml")
     assert params.split.test_ratio == pytest.approx(0.2)
     assert params.validate_.max_pixels > 0
 

@@ -2,22 +2,36 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
+from pathlib import Path
+
 import pytest
 
-from visionops.contracts import ClassMismatchError, check_labels, check_outputs, mismatch
+from visionops.contracts import (
+    ClassMismatchError,
+    ModelInfo,
+    Promotion,
+    RunInfo,
+    SplitInfo,
+    check_labels,
+    check_outputs,
+    is_model_uri,
+    mismatch,
+)
 from visionops.errors import UserError
 
-SHAPES = {
-    "task": "classification",
-    "classes": ["circle", "square", "star", "triangle"],
-    "image_size": 48,
-    "resize_side": 55,
-    "model": "EfficientNetB0",
-}
+SHAPES = ModelInfo(
+    task="classification",
+    classes=["circle", "square", "star", "triangle"],
+    image_size=48,
+    resize_side=55,
+    model="EfficientNetB0",
+)
 
 
-def _with(**changes) -> dict:
-    return {**SHAPES, **changes}
+def _with(**changes) -> ModelInfo:
+    return replace(SHAPES, **changes)
 
 
 def test_alike_models_are_comparable_whatever_else_differs() -> None:
@@ -78,3 +92,27 @@ def test_a_class_list_that_does_not_fit_the_model_is_refused() -> None:
         check_outputs(10, 48, SHAPES, "artifacts/train")
     with pytest.raises(ClassMismatchError, match="at 64 px"):
         check_outputs(4, 64, SHAPES, "artifacts/train")
+
+
+def test_model_info_round_trips_and_ignores_keys_it_does_not_know(tmp_path: Path) -> None:
+    SHAPES.write(tmp_path)
+    assert ModelInfo.read(tmp_path) == SHAPES == ModelInfo.read(tmp_path / "classes.json")
+    newer = {**json.loads((tmp_path / "classes.json").read_text()), "added_by_a_newer_version": 1}
+    (tmp_path / "classes.json").write_text(json.dumps(newer))
+    assert ModelInfo.read(tmp_path) == SHAPES
+    assert SHAPES.interface() == {k: newer[k] for k in ("task", "classes", "image_size", "resize_side")}
+    assert SHAPES.labels(["star", "circle"]) == [2, 0]
+    assert _with(task="orientation", classes=["0", "90", "180", "270"]).labels(["star", "x"]) == [0, 0]
+
+
+def test_a_missing_contract_file_names_the_stage_to_run(tmp_path: Path) -> None:
+    for kind, stage in ((SplitInfo, "split"), (RunInfo, "train"), (Promotion, "promote")):
+        with pytest.raises(FileNotFoundError, match=f"run the {stage} stage first"):
+            kind.read(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"classes\.json not found"):
+        ModelInfo.read(tmp_path)
+
+
+def test_model_uris_are_told_from_paths() -> None:
+    assert is_model_uri("models:/shapes@champion") and is_model_uri("runs:/abc/model")
+    assert not is_model_uri("artifacts/train") and not is_model_uri(Path("models/model.keras"))

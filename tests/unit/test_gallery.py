@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from visionops.contracts import ModelInfo, Promotion, SplitInfo
 from visionops.gallery import misclassified, per_class_errors, write_gallery
 from visionops.modelcard import render
 
@@ -60,19 +61,16 @@ def test_gallery_files(tmp_path: Path) -> None:
 
 def test_model_card_states_the_recorded_facts() -> None:
     facts = {
-        "split": {
-            "classes": CLASSES,
-            "counts": {s: dict.fromkeys(CLASSES, n) for s, n in (("train", 10), ("val", 2), ("test", 3))},
-            "totals": {"train": 30, "val": 6, "test": 9},
-            "split_id": "ab" * 32,
-        },
-        "info": {
-            "task": "classification",
-            "classes": CLASSES,
-            "image_size": 48,
-            "resize_side": 55,
-            "model": "EfficientNetB0",
-        },
+        "split": SplitInfo(
+            classes=CLASSES,
+            counts={s: dict.fromkeys(CLASSES, n) for s, n in (("train", 10), ("val", 2), ("test", 3))},
+            totals={"train": 30, "val": 6, "test": 9},
+            sha256={},
+            split_id="ab" * 32,
+        ),
+        "info": ModelInfo(
+            task="classification", classes=CLASSES, image_size=48, resize_side=55, model="EfficientNetB0"
+        ),
         "weights": {"used": "random", "requested": None, "fallback_reason": None},
         "recipe": {
             "train": {
@@ -99,7 +97,17 @@ def test_model_card_states_the_recorded_facts() -> None:
         "shapes",
         "4",
         {"run_id": "r1", "run_name": "b0-run", "data.dvc_md5": "d" * 32, "git.commit": "c" * 40},
-        {"decision": "kept", "reason": "gain too small"},
+        Promotion(
+            registered_model="shapes",
+            version="4",
+            run_id="r1",
+            model_uri="models:/m-1",
+            metric="accuracy",
+            score=0.75,
+            decision="kept",
+            reason="gain too small",
+            decided_at="2025-01-01T00:00:00Z",
+        ),
     )
     assert card.startswith("# shapes v4\n")
     for fact in (

@@ -11,10 +11,11 @@ import pytest
 from corpus import exif_rotated_jpeg, good_jpeg
 from mlflow.exceptions import MlflowException
 
+from visionops.contracts import ModelInfo
 from visionops.preprocess import model_input
 from visionops.serving import ImageClassifier, top_k
 
-INFO = {"classes": ["ant", "bee", "cow"], "task": "classification", "image_size": 32, "resize_side": 36}
+INFO = ModelInfo(classes=["ant", "bee", "cow"], task="classification", image_size=32, resize_side=36)
 
 
 @pytest.fixture(scope="module")
@@ -28,12 +29,12 @@ def classifier() -> ImageClassifier:
 
 
 def test_top_k_most_probable_first_ties_in_class_order() -> None:
-    rows = top_k(np.array([[0.2, 0.5, 0.3], [0.4, 0.4, 0.2]]), INFO["classes"], 2)
+    rows = top_k(np.array([[0.2, 0.5, 0.3], [0.4, 0.4, 0.2]]), INFO.classes, 2)
     assert rows == [
         {"label_1": "bee", "p_1": 0.5, "label_2": "cow", "p_2": 0.3},
         {"label_1": "ant", "p_1": 0.4, "label_2": "bee", "p_2": 0.4},
     ]
-    assert len(top_k(np.ones((1, 3)) / 3, INFO["classes"], 9)[0]) == 6, "k is at most the class count"
+    assert len(top_k(np.ones((1, 3)) / 3, INFO.classes, 9)[0]) == 6, "k is at most the class count"
 
 
 def test_images_in_every_request_shape_give_the_same_answer(classifier: ImageClassifier) -> None:
@@ -50,7 +51,7 @@ def test_images_in_every_request_shape_give_the_same_answer(classifier: ImageCla
 def test_tensors_still_work(classifier: ImageClassifier) -> None:
     pixels = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
     answer = classifier.predict(pixels)
-    assert len(answer) == 2 and set(answer["label_1"]) <= set(INFO["classes"])
+    assert len(answer) == 2 and set(answer["label_1"]) <= set(INFO.classes)
     assert classifier.predict(pixels.tolist()).equals(answer), "nested lists, as JSON `inputs` gives them"
 
 

@@ -65,17 +65,17 @@ def test_rerun_is_byte_identical(tmp_path: Path) -> None:
     assert first == second
     for name in ("train.csv", "val.csv", "test.csv", "split.json"):
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
-    assert first["totals"]["train"] + first["totals"]["val"] + first["totals"]["test"] == 80
+    assert first.totals["train"] + first.totals["val"] + first.totals["test"] == 80
     train = pd.read_csv(tmp_path / "one" / "train.csv")
     assert list(train.columns) == ["path", "label", "sha256"]
-    assert first["sha256"]["train.csv"] == hashlib.sha256((tmp_path / "one" / "train.csv").read_bytes()).hexdigest()
+    assert first.sha256["train.csv"] == hashlib.sha256((tmp_path / "one" / "train.csv").read_bytes()).hexdigest()
 
 
 def test_quarantined_rows_are_excluded(tmp_path: Path) -> None:
     frame = _manifest({"a": 20, "b": 20})
     frame.loc[:4, "status"] = "quarantined"
     report = split(_write(frame, tmp_path / "m.csv"), SplitParams(), tmp_path / "out")
-    assert sum(report["totals"].values()) == 35
+    assert sum(report.totals.values()) == 35
 
 
 def test_class_without_training_image_is_an_error(tmp_path: Path) -> None:
