@@ -49,12 +49,22 @@ def run_trials(
         while waiting or running:
             while waiting and len(running) < concurrency:
                 trial = waiting.pop(0)
-                tags = {"mlflow.parentRunId": parent_id, tracking.SWEEP_TAG: sweep_id, tracking.TRIAL_TAG: str(trial.index),
-                        tracking.EXPERIMENT_TAG: trial.experiment}  # fmt: skip
-                parameters = {"overrides": trial.overrides, "push": True, "promote": False, "run_tags": tags,
-                              "experiment_name": trial.experiment}  # fmt: skip
-                run = run_deployment(deployment, parameters=parameters, timeout=0, as_subflow=False,
-                                     flow_run_name=trial.experiment)  # fmt: skip
+                tags = {
+                    "mlflow.parentRunId": parent_id,
+                    tracking.SWEEP_TAG: sweep_id,
+                    tracking.TRIAL_TAG: str(trial.index),
+                    tracking.EXPERIMENT_TAG: trial.experiment,
+                }
+                parameters = {
+                    "overrides": trial.overrides,
+                    "push": True,
+                    "promote": False,
+                    "run_tags": tags,
+                    "experiment_name": trial.experiment,
+                }
+                run = run_deployment(
+                    deployment, parameters=parameters, timeout=0, as_subflow=False, flow_run_name=trial.experiment
+                )
                 running[trial.index] = run.id
                 logger.info("trial %d %s queued as flow run %s", trial.index, trial.overrides, run.id)
             time.sleep(3)
@@ -144,8 +154,14 @@ def sweep_flow(
     summary = f"## Sweep {sweep_id}\n\n{sweep.markdown(rows)}\n\n{verdict}\n"
     best_facts: dict[str, Any] = {}
     if best and decision:
-        best_facts = {"trial": best.trial.index, "experiment": best.trial.experiment, metric: best.metrics[metric],
-                      "run_id": best.run_id, "decision": decision.decision, "version": decision.version}  # fmt: skip
+        best_facts = {
+            "trial": best.trial.index,
+            "experiment": best.trial.experiment,
+            metric: best.metrics[metric],
+            "run_id": best.run_id,
+            "decision": decision.decision,
+            "version": decision.version,
+        }
     tracking.finish_sweep(client, parent_id, rows, summary, best_facts)
     create_markdown_artifact(summary, key="sweep", description=f"{len(trials)} trials, the best, the decision")
     return {"sweep": sweep_id, "parent_run_id": parent_id, "trials": rows, "best": best_facts}
@@ -161,8 +177,14 @@ def main() -> None:
     parser.add_argument("--deployment", default="training-pipeline/local", help="the training deployment")
     parser.add_argument("--name", help="the sweep's id")
     args = parser.parse_args()
-    result = sweep_flow(settings=args.set_param, random=args.random, seed=args.seed, concurrency=args.concurrency,
-                        deployment=args.deployment, name=args.name)  # fmt: skip
+    result = sweep_flow(
+        settings=args.set_param,
+        random=args.random,
+        seed=args.seed,
+        concurrency=args.concurrency,
+        deployment=args.deployment,
+        name=args.name,
+    )
     print(json.dumps({"sweep": result["sweep"], "best": result["best"]}))
 
 

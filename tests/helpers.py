@@ -7,6 +7,9 @@ in tests/servers.py, a pytest plugin; tests reach them through fixtures only.
 from __future__ import annotations
 
 import hashlib
+import json
+import re
+import urllib.request
 from pathlib import Path
 
 from visionops.config import TrainParams
@@ -268,3 +271,20 @@ def tiny_origin(dest: Path, remote: str, endpoint: str | None = None, **env: str
         run(cmd, cwd=dest, **env)
     git_commit(dest, "tiny origin")
     return dest
+
+
+def readme_commands(marker: str) -> list[str]:
+    """The command lines of the README's code block that follows ``marker`` (comments and blank lines dropped)."""
+    text = (REPO / "README.md").read_text()
+    block = re.search(re.escape(marker) + r".*?\n```bash\n(.*?)\n```", text, re.S)
+    assert block, f"README.md has no code block after {marker!r}"
+    lines = [re.sub(r"\s+#.*$", "", line).strip() for line in block.group(1).splitlines()]
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def get_json(url: str, body: dict | None = None) -> dict | list:
+    """GET ``url`` (POST ``body`` as JSON when given) and return the JSON answer."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())

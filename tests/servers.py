@@ -570,7 +570,7 @@ def prefect_pipeline(request: pytest.FixtureRequest, tmp_path_factory: pytest.Te
         stack.cmd("variable", "set", "visionops_repo", str(origin))
         stack.cmd("variable", "set", "visionops_branch", "main")
         stack.cmd("work-pool", "create", "visionops-process", "--type", "process")
-        stack.cmd("--no-prompt", "deploy", "--name", "local", cwd=origin)
+        stack.cmd("--no-prompt", "deploy", "--name", "training-pipeline/local", cwd=origin)
         stack.start_worker()
         stack.origin, stack.mlflow, stack.team = origin, MlflowClient(tracking.uri), team
         yield stack
@@ -593,11 +593,14 @@ class User:
     variables the README documents.
     """
 
-    def __init__(self, base: Path) -> None:
-        origin, self.home, self.clone = base / "origin", base / "home", base / "clone"
-        copy_checkout(origin)
-        git_init(origin)
-        git_commit(origin, "origin")
+    def __init__(self, base: Path, origin: Path | None = None) -> None:
+        """``origin``: the repository to clone (default: a copy of this checkout, committed)."""
+        self.home, self.clone = base / "home", base / "clone"
+        if origin is None:
+            origin = base / "origin"
+            copy_checkout(origin)
+            git_init(origin)
+            git_commit(origin, "origin")
         self.home.mkdir()
         (self.home / ".gitconfig").write_text("[user]\n\tname = A User\n\temail = user@localhost\n")
         # The machine's login environment (certificates, package mirrors) minus anything of the project or its tests.
@@ -628,5 +631,15 @@ class User:
 def journey_user(tmp_path_factory: pytest.TempPathFactory) -> Iterator[User]:
     """A new user with a fresh clone; whatever the journey started is stopped with the README's `./run.sh down`."""
     walker = User(tmp_path_factory.mktemp("journey"))
+    yield walker
+    walker.shell("./run.sh down", timeout=180)
+
+
+@pytest.fixture(scope="module")
+def tiny_user(tmp_path_factory: pytest.TempPathFactory) -> Iterator[User]:
+    """A new user whose repository is this checkout with a tiny generated dataset (36 images of 48 px, 1+1 epochs)
+    on a local DVC remote: for journeys that train many times. The stack is stopped with `./run.sh down`."""
+    base = tmp_path_factory.mktemp("tiny-journey")
+    walker = User(base, tiny_origin(base / "origin", str(base / "dvc-remote")))
     yield walker
     walker.shell("./run.sh down", timeout=180)

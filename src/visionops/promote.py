@@ -26,7 +26,7 @@ from visionops import modelcard, registry, tracking
 from visionops.config import ConfigError, Params, PromoteParams
 from visionops.contracts import Promotion, RunInfo, mismatch
 from visionops.errors import UserError
-from visionops.files import atomic_write_text
+from visionops.files import atomic_write_text, write_json
 from visionops.registry import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION
 
 
@@ -75,9 +75,9 @@ def _champion_score(
     uri = f"models:/{name}/{champion.version}"
     with registry.local_model(uri) as (path, info):
         model, info = load_trained(path, info)
-    metrics = score_split(
-        model, info, uri, data_dir, split_dir, params.evaluate, out_dir / f"champion_v{champion.version}"
-    )
+    reports = out_dir / f"champion_v{champion.version}"
+    metrics = score_split(model, info, uri, data_dir, split_dir, params.evaluate, reports)
+    write_json(reports / "metrics.json", metrics)  # beside its predictions and confusion matrix, as evaluate's are
     numbers = {registry.score_tag(split_id, k): str(v) for k, v in metrics.items() if isinstance(v, int | float)}
     registry.tag_version(client, name, champion.version, numbers)
     if metric not in metrics:

@@ -193,8 +193,12 @@ def config(stack: Stack) -> str:
     env = {"PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}", **stack.env()}
     options = {"--pool": POOL, "--type": "process", "--limit": "1", "--name": "local-%(process_num)d"}
     worker = [str(venv_bin / "prefect"), "worker", "start", *_flat(options)]
-    control = [str(venv_bin / "prefect"), "worker", "start", *_flat({"--pool": CONTROL_POOL, "--type": "process",
-               "--limit": "4", "--name": "control"})]  # fmt: skip
+    control = [
+        str(venv_bin / "prefect"),
+        "worker",
+        "start",
+        *_flat({"--pool": CONTROL_POOL, "--type": "process", "--limit": "4", "--name": "control"}),
+    ]
     sections = [
         "[unix_http_server]",
         f"file = {stack.socket}",

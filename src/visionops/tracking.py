@@ -212,8 +212,9 @@ def start_sweep(client: MlflowClient, experiment: str, sweep_id: str, settings: 
     """The parent run of a sweep (its trials' runs become its children); returns its id."""
     tags = {SWEEP_TAG: sweep_id, "visionops.sweep.role": "parent"}
     run = client.create_run(experiment_id(client, experiment), run_name=sweep_id, tags=tags)
-    client.log_batch(run.info.run_id, params=[Param("sweep.settings", " ".join(settings)),
-                                             Param("sweep.trials", str(trials))])  # fmt: skip
+    client.log_batch(
+        run.info.run_id, params=[Param("sweep.settings", " ".join(settings)), Param("sweep.trials", str(trials))]
+    )
     return run.info.run_id
 
 
@@ -264,13 +265,14 @@ def live_metrics(client: MlflowClient, run_id: str) -> Callable[[int, dict[str, 
     A failure (the server went away) is logged once as a warning and later epochs are not sent: training goes on,
     and :func:`log_params_and_history` (``visionops log-run`` after an outage) adds the points that are missing.
     """
-    start, failed = client.get_run(run_id).info.start_time, list[Exception]()
+    failed, start = list[Exception](), list[int]()
 
     def log_epoch(step: int, values: dict[str, float]) -> None:
         if failed:
             return
         try:
-            client.log_batch(run_id, metrics=[_epoch_metric(k, v, step, start) for k, v in values.items()])
+            start[:] = start or [client.get_run(run_id).info.start_time]
+            client.log_batch(run_id, metrics=[_epoch_metric(k, v, step, start[0]) for k, v in values.items()])
         except Exception as exc:  # noqa: BLE001 - any tracking failure: training must go on; log-run fills in later
             failed.append(exc)
             log.warning("live metrics stopped at epoch %d (%s); the run gets them when the training ends", step, exc)
@@ -321,7 +323,7 @@ def _log_datasets(root: Path, split_dir: Path) -> None:
         digest = info.sha256[f"{side}.csv"][:32]
         datasets.append(from_pandas(frame, source=str(root / "data"), name=f"data-{side}", digest=digest))
         contexts.append(context)
-    mlflow.log_inputs(datasets=datasets, contexts=contexts)
+    mlflow.log_inputs(datasets=datasets, contexts=contexts, tags_list=[None] * len(datasets))
 
 
 def log_training(client: MlflowClient, run_id: str, params: Params, root: Path, artifacts: Path) -> str:

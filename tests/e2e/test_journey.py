@@ -6,34 +6,16 @@ shell, free ports through the variables the README documents). Results are check
 
 from __future__ import annotations
 
-import json
-import re
 import threading
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers import REPO, processes, run
+from helpers import get_json, processes, readme_commands, run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 MARKER = "<!-- journey: prefect"
-
-
-def readme_commands(marker: str) -> list[str]:
-    """The command lines of the README's code block that follows ``marker`` (comments and blank lines dropped)."""
-    text = (REPO / "README.md").read_text()
-    block = re.search(re.escape(marker) + r".*?\n```bash\n(.*?)\n```", text, re.S)
-    assert block, f"README.md has no code block after {marker!r}"
-    lines = [re.sub(r"\s+#.*$", "", line).strip() for line in block.group(1).splitlines()]
-    return [line for line in lines if line and not line.startswith("#")]
-
-
-def _get(url: str, body: dict | None = None) -> dict | list:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())
 
 
 class Poller(threading.Thread):
@@ -75,25 +57,25 @@ def test_prefect_journey_lands_in_the_checkout_and_a_rerun_trains_nothing(journe
 
     # Prefect: both flow runs of the deployment Completed; the second restored every stage.
     api = user.url("prefect") + "/api"
-    runs = _get(f"{api}/flow_runs/filter", {"sort": "EXPECTED_START_TIME_ASC"})
+    runs = get_json(f"{api}/flow_runs/filter", {"sort": "EXPECTED_START_TIME_ASC"})
     assert [r["state_type"] for r in runs] == ["COMPLETED", "COMPLETED"], [(r["name"], r["state_type"]) for r in runs]
     summaries = []
     for flow_run in runs:
-        artifacts = _get(f"{api}/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [flow_run["id"]]}}})
+        artifacts = get_json(f"{api}/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [flow_run["id"]]}}})
         summaries.append(next(a["data"] for a in artifacts if a["key"] == "training-pipeline"))
     assert "| ran | ran | ran | ran | ran | ran |" in summaries[0], summaries[0]
     assert "| ran | up to date | up to date | up to date | up to date | up to date |" in summaries[1], summaries[1]
 
     # MLflow: the run and the model version are in the store the stack's UI serves, which is the clone's mlflow.db.
     mlflow = user.url("mlflow") + "/api/2.0/mlflow"
-    experiment = _get(f"{mlflow}/experiments/get-by-name?experiment_name=visionops-sample")["experiment"]
-    found = _get(f"{mlflow}/runs/search", {"experiment_ids": [experiment["experiment_id"]]})["runs"]
+    experiment = get_json(f"{mlflow}/experiments/get-by-name?experiment_name=visionops-sample")["experiment"]
+    found = get_json(f"{mlflow}/runs/search", {"experiment_ids": [experiment["experiment_id"]]})["runs"]
     assert len(found) == 1 and found[0]["info"]["status"] == "FINISHED", found
     run_id = found[0]["info"]["run_id"]
     assert experiment["artifact_location"].startswith((user.clone / "mlartifacts").as_uri()), experiment
     for summary in summaries:  # both summaries link to that run, on the stack's MLflow UI
         assert f"{user.url('mlflow')}/#/experiments/{experiment['experiment_id']}/runs/{run_id}" in summary
-    versions = _get(f"{mlflow}/model-versions/search?filter=name%3D%27visionops-sample-classifier%27")
+    versions = get_json(f"{mlflow}/model-versions/search?filter=name%3D%27visionops-sample-classifier%27")
     assert [v["run_id"] for v in versions["model_versions"]] == [run_id]
     tags = {t["key"]: t["value"] for t in versions["model_versions"][0]["tags"]}
     assert tags["decision"] in ("promoted", "rejected"), tags

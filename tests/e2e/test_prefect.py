@@ -40,7 +40,11 @@ def test_prefect_yaml_declares_the_three_work_pools_and_a_valid_schedule() -> No
     assert steps == ["prefect.deployments.steps.git_clone", "prefect.deployments.steps.set_working_directory"]
     assert "{{ prefect.variables.visionops_repo }}" in json.dumps(config["pull"]), "the worker clones, from a URL"
     assert str(REPO) not in (REPO / "prefect.yaml").read_text(), "no path into the deploying machine's folders"
-    pools = {d["name"]: d["work_pool"] for d in config["deployments"]}
+    training = [d for d in config["deployments"] if d["entrypoint"] == "flows/training_pipeline.py:training_pipeline"]
+    sweeps = [d for d in config["deployments"] if d["entrypoint"] == "flows/sweep.py:sweep_flow"]
+    assert len(training) + len(sweeps) == len(config["deployments"]) and [d["name"] for d in sweeps] == ["local"]
+    assert sweeps[0]["work_pool"]["name"] == "visionops-control", "a sweep never holds a training worker"
+    pools = {d["name"]: d["work_pool"] for d in training}
     assert pools["local"]["name"] == "visionops-process"
     requests = pools["gpu-docker"]["job_variables"]["container_create_kwargs"]["device_requests"]
     assert requests[0]["capabilities"] == [["gpu"]]
@@ -49,7 +53,6 @@ def test_prefect_yaml_declares_the_three_work_pools_and_a_valid_schedule() -> No
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "{{ gpus }}"
     assert "gpus" in template["variables"]["properties"]
     for deployment in config["deployments"]:
-        assert deployment["entrypoint"] == "flows/training_pipeline.py:training_pipeline"
         for schedule in deployment.get("schedules", []):
             parsed = construct_schedule(cron=schedule["cron"], timezone=schedule["timezone"])
             assert parsed.cron == "0 3 * * 1"

@@ -210,7 +210,7 @@ def test_predict_and_serve_the_champion_by_alias(mlflow_module, candidates, serv
     rotated = write(photos, "b_exif_rotated.jpg", exif_rotated_jpeg(64, 40))
     out = tmp_path / "predicted"
     run(
-        cli("predict", str(photos), "--model", "models:/serve@champion", "--out", str(out)),
+        cli("predict", str(photos), "--model", "models:/serve@champion", "--out", str(out), "--top-k", "3"),
         cwd=project,
         MLFLOW_TRACKING_URI=mlflow_module.uri,
     )

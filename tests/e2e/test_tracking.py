@@ -23,8 +23,9 @@ tracking: {experiment: tracking-test}
 """
 
 
-def test_outage_mid_run_then_log_run_gives_one_complete_run(tmp_path: Path, mlflow_server) -> None:
-    """The server dies during training: the stage still ends, its files intact; `log-run` logs it all later."""
+def test_live_metrics_then_outage_then_log_run_gives_one_complete_run(tmp_path: Path, mlflow_server) -> None:
+    """Epochs reach the server live; then it dies mid-training: the stage still ends, its files intact; `log-run`
+    adds what is missing later, with no duplicate point."""
     project = tiny_project(tmp_path / "project", PARAMS)
     env = tool_env(MLFLOW_TRACKING_URI=mlflow_server.uri)
     proc = subprocess.Popen(
@@ -33,7 +34,15 @@ def test_outage_mid_run_then_log_run_gives_one_complete_run(tmp_path: Path, mlfl
     deadline = time.monotonic() + 300
     while not list(project.glob("artifacts/.resume/train-*/mlflow_run_id")) and time.monotonic() < deadline:
         time.sleep(0.2)
-    mlflow_server.stop()  # the run exists; now the server goes away while training goes on
+    # Live metrics: the first epoch's loss is on the server while the run is still running.
+    client, live_id = MlflowClient(mlflow_server.uri), next(project.glob("artifacts/.resume/train-*/mlflow_run_id"))
+    live_id = live_id.read_text().strip()
+    while not client.get_metric_history(live_id, "loss") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    seen = client.get_run(live_id)
+    assert seen.info.status == "RUNNING" and proc.poll() is None, "the first epoch's metrics arrived during training"
+    assert [m.step for m in client.get_metric_history(live_id, "loss")] == [0]
+    mlflow_server.stop()  # now the server goes away while training goes on
     _, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err[-3000:]
     assert "logging the training to MLflow failed" in err and "visionops log-run" in err

@@ -7,6 +7,7 @@ Everything runs against real components on 127.0.0.1: a real `mlflow server`, th
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import urllib.error
@@ -20,6 +21,7 @@ from corpus import good_jpeg, write
 from helpers import cli, run
 
 from visionops.config import ConfigError, parse_params
+from visionops.contracts import ModelInfo, SplitInfo
 from visionops.files import PathEscapeError, inside
 
 CANARIES = {  # where credentials enter: the environment, and nowhere else
@@ -87,20 +89,15 @@ def _logged_stage_outputs(root: Path) -> Path:
     frame = pd.DataFrame({"path": ["cat/a.jpg", "dog/b.jpg"], "label": ["cat", "dog"], "sha256": ["a" * 64, "b" * 64]})
     for side in ("train", "val", "test"):
         write(artifacts, f"split/{side}.csv", frame.to_csv(index=False).encode())
-    write(artifacts, "split/split.json", json.dumps({"split_id": "c" * 64}).encode())
+    sides = ("train", "val", "test")
+    lists = {f"{s}.csv": hashlib.sha256((artifacts / "split" / f"{s}.csv").read_bytes()).hexdigest() for s in sides}
+    counts = {side: {"cat": 1, "dog": 1} for side in ("train", "val", "test")}
+    SplitInfo(["cat", "dog"], counts, {side: 2 for side in counts}, lists, "c" * 64).write(artifacts / "split")
     write(artifacts, "validate/summary.json", b"{}")
     history = pd.DataFrame({"epoch": [0, 1], "stage": [1, 2], "loss": [1.0, 0.5]})
     write(artifacts, "train/history.csv", history.to_csv(index=False).encode())
     write(artifacts, "train/weights.json", json.dumps({"used": "random", "requested": None}).encode())
-    info = {
-        "classes": ["cat", "dog"],
-        "task": "classification",
-        "image_size": 32,
-        "resize_side": 36,
-        "model": "EfficientNetB0",
-        "gpu": False,
-    }
-    write(artifacts, "train/classes.json", json.dumps(info).encode())
+    ModelInfo(["cat", "dog"], "classification", 32, 36, "EfficientNetB0").write(artifacts / "train")
     write(artifacts, "train/params.json", b"{}")
     png = cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))[1].tobytes()
     for name in ("augment_preview.png", "curves.png"):

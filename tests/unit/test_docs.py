@@ -37,7 +37,12 @@ JOURNEY = [
     ],
     "./run.sh status",
 ]
-RUN_SH = {"setup", "pipeline", "test", "up", "status", "down", "logs", "deploy", "prefect", "ui"}
+# run.sh's commands: the labels of its `case "$cmd"` (each `  name) ...` or `  a | b) ...` line).
+RUN_SH = {
+    name.strip()
+    for label in re.findall(r"^  ([a-z| ]+)\)", (REPO / "run.sh").read_text().split('case "$cmd"')[1], re.M)
+    for name in label.split("|")
+}
 COMMAND_LINE = re.compile(r"^(?:[A-Z_]+=\S+\s+)*(?P<tool>visionops|\./run\.sh)(?:\s|$)")
 
 

@@ -7,10 +7,13 @@ JSON with ``--json``). Heavy libraries (TensorFlow, MLflow) are imported inside 
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import functools
 import json
 import logging
+import sys
 import tempfile
 import traceback
 from collections.abc import Callable
@@ -40,6 +43,9 @@ app = typer.Typer(
 )
 err = Console(stderr=True)
 out = Console()
+# With --json, stdout holds the JSON alone: libraries' prints (Keras progress bars, MLflow's run links) are sent to
+# stderr while the command runs, and the JSON goes to the stdout saved here.
+_json_stdout: contextvars.ContextVar[Any] = contextvars.ContextVar("json_stdout", default=None)
 
 ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml to read.")]
 DataOpt = Annotated[Path, typer.Option("--data", help="Class-per-folder image root: data/<label>/<image>.")]
@@ -83,8 +89,11 @@ def command(func: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        token = _json_stdout.set(sys.stdout) if kwargs.get("as_json") else None
+        quiet = contextlib.redirect_stdout(sys.stderr) if token else contextlib.nullcontext()
         try:
-            return func(*args, **kwargs)
+            with quiet:
+                return func(*args, **kwargs)
         except typer.Exit:
             raise
         except (UserError, FileNotFoundError, FileExistsError) as exc:  # (escaped: messages name classes in [...])
@@ -98,6 +107,9 @@ def command(func: Callable[..., Any]) -> Callable[..., Any]:
             traceback.print_exc()
             err.print(f"[bold red]internal error:[/] {escape(repr(exc))} (a bug: please report it with the traceback)")
             raise typer.Exit(EXIT_INTERNAL) from None
+        finally:
+            if token:
+                _json_stdout.reset(token)
 
     return wrapper
 
@@ -145,7 +157,7 @@ def emit(result: Any, as_json: bool, lines: Callable[[], list[str]], warnings: l
     for warning in warnings or []:
         err.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
     if as_json:
-        print(json.dumps(jsonable(result), indent=1, sort_keys=True))
+        print(json.dumps(jsonable(result), indent=1, sort_keys=True), file=_json_stdout.get() or sys.stdout)
         return
     for line in lines():
         out.print(line, highlight=False, soft_wrap=True)
