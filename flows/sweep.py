@@ -93,7 +93,7 @@ def results(trials: list[sweep.Trial], ended: dict[int, tuple[str, str]], parent
 
 @task(retries=1, timeout_seconds=3600)
 def promote_best(project: Path, best: sweep.TrialResult) -> Promotion:
-    """Promote the best trial once: apply its DVC experiment in a throwaway clone, then ``dvc repro promote``.
+    """Promote the best trial once: check out its DVC experiment in a throwaway clone, then ``dvc repro promote``.
 
     The clone pulls the experiment from this checkout's git (trials push it there) and its outputs from the DVC
     remote (trials push them), so the promote stage sees what the trial's train and evaluate wrote; the registry
@@ -103,7 +103,11 @@ def promote_best(project: Path, best: sweep.TrialResult) -> Promotion:
         clone = Path(tmp) / "clone"
         subprocess.run(["git", "clone", "-q", str(project), str(clone)], check=True)
         sh(["dvc", "exp", "pull", "origin", best.trial.experiment], clone)
-        sh(["dvc", "exp", "apply", best.trial.experiment], clone)
+        # The experiment's commit, checked out by git alone: `dvc exp apply` would also check out promote's outputs
+        # of the base commit, which a trial (it stops before promote) never had in its cache.
+        refs = sh(["git", "for-each-ref", "--format=%(objectname) %(refname)", "refs/exps"], clone).split("\n")
+        commit = next(line.split()[0] for line in refs if line.endswith(f"/{best.trial.experiment}"))
+        sh(["git", "checkout", "-q", "--detach", commit], clone)
         sh(["visionops", "pull-data"], clone)
         sh(["dvc", "repro", "--single-item", "--pull", "promote"], clone)
         return Promotion.read(clone / "artifacts" / "promote")

@@ -133,9 +133,12 @@ STAGE_TASKS = {stage: _stage_task(stage) for stage in STAGES}
 
 
 @task(retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=10), timeout_seconds=3600)
-def save_experiment(project: Path, name: str, push: bool) -> None:
-    """Record the overridden run as a DVC experiment; with ``push``, send it to the git and DVC remotes."""
-    sh(["dvc", "exp", "save", "--force", "--name", name], project)
+def save_experiment(project: Path, name: str, push: bool, stages: list[str]) -> None:
+    """Record the overridden run of ``stages`` as a DVC experiment; with ``push``, send it to the git and DVC remotes.
+
+    Only the stages that ran are saved: a trial of a sweep stops before promote, whose outputs it never made.
+    """
+    sh(["dvc", "exp", "save", "--force", "--name", name, *stages], project)
     if push:
         sh(["dvc", "exp", "push", "origin", name], project)
 
@@ -238,7 +241,7 @@ def training_pipeline(
     for stage in STAGES if promote else STAGES[:-1]:
         ran[stage] = STAGE_TASKS[stage](project, env)
     if settings:
-        save_experiment(project, experiment_name or _experiment_name(), push)
+        save_experiment(project, experiment_name or _experiment_name(), push, list(ran))
     if push:
         push_results(project)
     results = read_results(project, promote)
