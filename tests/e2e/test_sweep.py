@@ -71,8 +71,8 @@ def test_sweep_runs_trials_two_at_a_time_reports_failures_and_promotes_once(tiny
         assert params["train.dropout"] == ("0.2" if trial == "1" else "0.4"), params
         history = get_json(f"{mlflow}/metrics/get-history?run_id={run_id}&metric_key=loss")["metrics"]
         assert [m["step"] for m in history] == [0, 1], "an epoch of each stage, each once"
-    parent_files = get_json(f"{mlflow}/artifacts/list?run_id={parents[0]}")["files"]
-    assert "sweep.md" in {f["path"] for f in parent_files}, parent_files
+    parent_files = get_json(f"{mlflow}/artifacts/list?run_id={parents[0]}&path=sweep")["files"]
+    assert {"sweep/sweep.md", "sweep/trials.json"} <= {f["path"] for f in parent_files}, parent_files
 
     # Registry: the sweep added exactly one version, the best trial's, with its decision.
     name = urllib.parse.quote("name='visionops-sample-classifier'")
