@@ -5,11 +5,14 @@ Each side gets a project of its own (a copy of this checkout with a generated da
 cache. Both run `visionops stack up --workers N`, `stack deploy` and the same sweep with `--concurrency 2`
 (`-S 'train.seed=1,2,3,4'`): one worker runs the trials one after the other, two run two at a time. Timed: the sweep
 command, from start to its table and its one promotion.
-Usage: python benchmarks/sweep_workers.py      Writes results/sweep_workers.csv. Goal: ratio (2 workers / 1) <= 0.7.
+Usage: python benchmarks/sweep_workers.py [--workdir DIR [--keep]]   (--keep: leave the 2-worker stack up, e.g. for
+docs/screenshots.sh; stop it with `visionops stack down` in DIR/w2/project)
+Writes results/sweep_workers.csv. Goal: ratio (2 workers / 1) <= 0.7.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import shutil
@@ -71,7 +74,7 @@ def project(dest: Path) -> Path:
     return dest
 
 
-def timed_sweep(workers: int, base: Path) -> float:
+def timed_sweep(workers: int, base: Path, keep: bool = False) -> float:
     root = project(base / f"w{workers}" / "project")
     ports = ["--mlflow-port", str(free_port()), "--prefect-port", str(free_port())]
     sh(["visionops", "stack", "up", "--workers", str(workers), *ports], root)
@@ -81,12 +84,20 @@ def timed_sweep(workers: int, base: Path) -> float:
         sh(["visionops", "stack", "exec", sys.executable, "flows/sweep.py", *SWEEP], root)
         return time.perf_counter() - start
     finally:
-        sh(["visionops", "stack", "down"], root)
+        if not keep:
+            sh(["visionops", "stack", "down"], root)
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", type=Path, help="keep the two projects here (default: a temporary folder)")
+    parser.add_argument("--keep", action="store_true", help="leave the 2-worker stack running (needs --workdir)")
+    args = parser.parse_args()
+    if args.keep and not args.workdir:
+        parser.error("--keep needs --workdir: a temporary folder is removed at the end")
     with tempfile.TemporaryDirectory(prefix="visionops-bench-sweep-") as tmp:
-        one, two = timed_sweep(1, Path(tmp)), timed_sweep(2, Path(tmp))
+        base = args.workdir or Path(tmp)
+        one, two = timed_sweep(1, base), timed_sweep(2, base, args.keep)
     rows = [
         {"workers": 1, "seconds": round(one, 1), "ratio": 1.0},
         {"workers": 2, "seconds": round(two, 1), "ratio": round(two / one, 3)},

@@ -249,6 +249,14 @@ def bench_overhead(root: Path) -> str:
     )
 
 
+def bench_sweep(root: Path) -> str:
+    """One 4-trial sweep on the local stack with 1 process worker against 2."""
+    rows, stamp = read_csv(root, "benchmarks/results/sweep_workers.csv")
+    body = [[r["workers"], f"{_num(r['seconds'], 1)} s", _num(r["ratio"], 2)] for r in rows]
+    head = f"A sweep of {rows[0]['trials']} trials, `--concurrency {rows[0]['concurrency']}`, tiny project:\n\n"
+    return head + _table(["process workers", "sweep wall time", "ratio vs. 1 worker"], body, ["---:"] * 3) + stamp
+
+
 RENDERERS: dict[str, Callable[[Path], str]] = {
     "dag": dag,
     "sample-split": sample_split,
@@ -259,9 +267,10 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
     "bench-validate": bench_validate,
     "bench-input": bench_input,
     "bench-overhead": bench_overhead,
+    "bench-sweep": bench_sweep,
 }
 # Regions whose sources are committed: they can be checked in any checkout (tests/unit/test_docs.py does).
-COMMITTED = ("dag", "train-time", "bench-validate", "bench-input", "bench-overhead")
+COMMITTED = ("dag", "train-time", "bench-validate", "bench-input", "bench-overhead", "bench-sweep")
 
 
 # ------------------------------------------------------------------------------------------------------------- run

@@ -22,3 +22,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.get_closest_marker("gpu"):
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _tracking_uri_stays_in_its_test(monkeypatch: pytest.MonkeyPatch):
+    """MLflow copies a tracking URI it is given (``mlflow.set_tracking_uri``, ``tracking.connect``) into
+    os.environ, where every later test's subprocesses would inherit a server that no longer runs: reset both."""
+    import os
+    import sys
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", os.environ.get("MLFLOW_TRACKING_URI", ""))
+    if not os.environ["MLFLOW_TRACKING_URI"]:
+        monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    yield
+    if "mlflow" in sys.modules:
+        sys.modules["mlflow"].set_tracking_uri(None)

@@ -27,7 +27,8 @@ def test_live_metrics_then_outage_then_log_run_gives_one_complete_run(tmp_path: 
     """Epochs reach the server live; then it dies mid-training: the stage still ends, its files intact; `log-run`
     adds what is missing later, with no duplicate point."""
     project = tiny_project(tmp_path / "project", PARAMS)
-    env = tool_env(MLFLOW_TRACKING_URI=mlflow_server.uri)
+    # One retry, not MLflow's default seven with backoff (~2 min per call once the server is gone): same behaviour.
+    env = tool_env(MLFLOW_TRACKING_URI=mlflow_server.uri, MLFLOW_HTTP_REQUEST_MAX_RETRIES="1")
     proc = subprocess.Popen(
         cli("train"), cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
