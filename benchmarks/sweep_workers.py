@@ -15,9 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import shutil
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,21 +24,11 @@ from pathlib import Path
 
 import pandas as pd
 import yaml
+from workcopy import commit_all, copy_checkout, sh
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
 SWEEP = ["-S", "train.seed=1,2,3,4", "--concurrency", "2"]
 TINY = {"image_size": 32, "batch_size": 16, "workers": 1, "head": {"epochs": 1}, "finetune": {"epochs": 1}}
-
-
-def sh(cmd: list[str], cwd: Path) -> str:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    for key in [k for k in env if k.startswith(("MLFLOW_", "PREFECT_", "VISIONOPS_"))]:
-        del env[key]
-    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    if done.returncode:
-        raise SystemExit(f"$ {' '.join(cmd)}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-    return done.stdout
 
 
 def free_port() -> int:
@@ -51,26 +39,21 @@ def free_port() -> int:
 
 def project(dest: Path) -> Path:
     """A committed copy of this checkout with a tiny generated dataset pushed to its own DVC remote."""
-    listed = sh(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], REPO)
-    for rel in filter(None, listed.split("\0")):
-        if (REPO / rel).is_file() and not rel.startswith(("dvc-remote/", "data/")):
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / rel, dest / rel)
+    copy_checkout(dest, skip=("dvc-remote/", "data/"))
     params = yaml.safe_load((dest / "params.yaml").read_text())
     params["train"].update(TINY)
     params["promote"]["min_metric"] = None
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (dest / "data.dvc").unlink()
     sh(["visionops", "sample-data", "--out", "data", "--per-class", "12", "--size", "48"], dest)
+    sh(["git", "init", "-q", "-b", "main"], dest)
     for cmd in (
-        ["git", "init", "-q", "-b", "main"],
         ["dvc", "remote", "add", "-f", "-d", "sample", str(dest.parent / "remote")],
         ["dvc", "add", "-q", "data"],
         ["dvc", "push", "-q"],
-        ["git", "add", "-A"],
-        ["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost", "commit", "-qm", "bench"],
     ):
         sh(cmd, dest)
+    commit_all(dest)
     return dest
 
 

@@ -112,10 +112,20 @@ SIZE_STEP = 4
 
 
 class StageParams(_Section):
-    """One fine-tuning stage: how long and how fast."""
+    """One fine-tuning stage: how long, how fast, and how the rate changes over the stage."""
 
     epochs: int = Field(default=3, ge=0)
     learning_rate: float = Field(default=1e-3, gt=0, le=1)
+    schedule: Literal["constant", "cosine"] = Field(
+        default="constant", description="cosine: decay per step from learning_rate to 0 at the stage's last step."
+    )
+    warmup_epochs: float = Field(default=0.0, ge=0, description="Linear warm-up from 0 to learning_rate first.")
+
+    @model_validator(mode="after")
+    def _warmup_within_stage(self) -> StageParams:
+        if self.epochs and self.warmup_epochs >= self.epochs:
+            raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be below epochs ({self.epochs})")
+        return self
 
 
 class FinetuneParams(StageParams):
@@ -152,6 +162,17 @@ class TrainParams(_Section):
         default="stop", description="When ImageNet weights cannot be fetched: stop, or train from random init."
     )
     batch_size: int = Field(default=32, ge=1, le=4096)
+    optimizer: Literal["adam", "adamw", "sgd"] = Field(
+        default="adam", description="sgd: momentum 0.9, Nesterov. adamw/sgd apply weight_decay."
+    )
+    weight_decay: float = Field(
+        default=0.0, ge=0, lt=1, description="Decoupled weight decay (adamw, sgd); never on biases and norms."
+    )
+    crop_scale: tuple[float, float] | None = Field(
+        default=None,
+        description="Random-resized-crop area range, as shares of the cached square (e.g. [0.35, 1.0]); "
+        "null: fixed-size random crops of the cached square.",
+    )
     dropout: float = Field(default=0.2, ge=0, lt=1)
     label_smoothing: float = Field(default=0.0, ge=0, lt=1)
     class_weights: bool = Field(default=True, description="Weight classes inversely to their frequency.")
@@ -167,6 +188,19 @@ class TrainParams(_Section):
     def size(self) -> int:
         """The training image side: ``image_size`` or the variant's default."""
         return self.image_size or VARIANT_SIZES[self.model]
+
+    @field_validator("crop_scale")
+    @classmethod
+    def _crop_scale(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        if value is not None and not 0 < value[0] <= value[1] <= 1:
+            raise ValueError(f"{list(value)}: use [low, high] with 0 < low <= high <= 1, e.g. [0.35, 1.0]")
+        return value
+
+    @model_validator(mode="after")
+    def _decay_needs_its_optimizer(self) -> TrainParams:
+        if self.weight_decay and self.optimizer == "adam":
+            raise ValueError("weight_decay is set but optimizer is adam (no decoupled decay): use optimizer: adamw")
+        return self
 
     @field_validator("weights")
     @classmethod

@@ -72,6 +72,29 @@ def examples(labels: Sequence[int], task: str) -> tuple[np.ndarray, np.ndarray, 
     return np.arange(n), np.asarray(labels, dtype=np.int64), np.zeros(n, dtype=np.int64)
 
 
+def random_resized_crop(
+    image: np.ndarray, size: int, scale: tuple[float, float], rng: np.random.Generator, ratio: float = 4 / 3
+) -> np.ndarray:
+    """A random window of ``scale`` × the image's area and aspect ratio within [1/ratio, ratio], resized to ``size``.
+
+    The Inception/torchvision RandomResizedCrop, drawn from ``rng`` so a batch is the same whichever thread makes
+    it. Ten tries at a window that fits, then the centre square (what torchvision falls back to as well).
+    """
+    h, w = image.shape[:2]
+    for _ in range(10):
+        area = h * w * rng.uniform(*scale)
+        aspect = np.exp(rng.uniform(-np.log(ratio), np.log(ratio)))
+        cw, ch = round(np.sqrt(area * aspect)), round(np.sqrt(area / aspect))
+        if 0 < cw <= w and 0 < ch <= h:
+            top, left = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+            image = image[top : top + ch, left : left + cw]
+            break
+    else:
+        image = center_crop(image, min(h, w))
+    interpolation = cv2.INTER_AREA if image.shape[0] * image.shape[1] > size * size else cv2.INTER_LINEAR
+    return cv2.resize(image, (size, size), interpolation=interpolation)
+
+
 class Batches(keras.utils.PyDataset):
     """Batches of (float32 images in 0–255, one-hot labels, sample weights) from cached arrays.
 
@@ -92,12 +115,13 @@ class Batches(keras.utils.PyDataset):
         augment: A.Compose | None = None,
         training: bool = False,
         class_weights: dict[int, float] | None = None,
+        crop_scale: tuple[float, float] | None = None,
         seed: int = 0,
         workers: int = 1,
     ) -> None:
         super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=8)
         self.images, self.size, self.batch_size = images, size, batch_size
-        self.num_classes, self.training, self.seed = num_classes, training, seed
+        self.num_classes, self.training, self.seed, self.crop_scale = num_classes, training, seed, crop_scale
         self.index, self.label, self.rotation = examples(labels, task)
         self.weights = np.ones(num_classes, np.float32)
         for label, weight in (class_weights or {}).items():
@@ -129,7 +153,9 @@ class Batches(keras.utils.PyDataset):
     def example(self, j: int, rng: np.random.Generator | None) -> np.ndarray:
         """Example ``j`` as an RGB uint8 array of the training size (cropped, rotated, not yet augmented)."""
         image = self.images[self.index[j]]
-        if rng is not None and self.rotation[j] == 0 and image.shape[0] > self.size:
+        if rng is not None and self.rotation[j] == 0 and self.crop_scale is not None:
+            image = random_resized_crop(image, self.size, self.crop_scale, rng)
+        elif rng is not None and self.rotation[j] == 0 and image.shape[0] > self.size:
             top, left = rng.integers(0, image.shape[0] - self.size + 1, size=2)
             image = image[top : top + self.size, left : left + self.size]
         else:  # evaluation, and orientation (no random crop: a geometric change of the labelled image)

@@ -19,7 +19,7 @@ import keras
 import pandas as pd
 import tensorflow as tf
 
-from visionops.config import AugmentStep, TrainParams
+from visionops.config import AugmentStep, StageParams, TrainParams
 from visionops.contracts import ModelInfo
 from visionops.dataset import Batches, balanced_class_weights, cache_images
 from visionops.files import atomic_path, dump_json
@@ -28,14 +28,56 @@ from visionops.progress import keras_verbose
 log = logging.getLogger(__name__)
 
 
-def compile_for_stage(model: keras.Model, learning_rate: float, params: TrainParams, xla: bool) -> None:
-    """Compile for one fine-tuning stage (recompiling after the trainable flags changed).
+def learning_rate(stage: StageParams, steps_per_epoch: int) -> float | keras.optimizers.schedules.CosineDecay:
+    """The stage's learning rate per step: an optional linear warm-up from 0, then constant or a cosine decay to 0.
+
+    Per step rather than per epoch, because from-scratch training with few epochs (the sample's) would otherwise
+    take its first whole epoch at the peak rate, where the randomly initialised network is least stable.
+    """
+    warmup = round(stage.warmup_epochs * steps_per_epoch)
+    if stage.schedule == "constant" and not warmup:
+        return stage.learning_rate
+    return keras.optimizers.schedules.CosineDecay(
+        0.0 if warmup else stage.learning_rate,
+        decay_steps=max(1, stage.epochs * steps_per_epoch - warmup),
+        alpha=1.0 if stage.schedule == "constant" else 0.0,  # alpha: the floor, as a share of the peak
+        warmup_target=stage.learning_rate if warmup else None,
+        warmup_steps=warmup,
+    )
+
+
+def make_optimizer(
+    params: TrainParams, rate: float | keras.optimizers.schedules.LearningRateSchedule
+) -> keras.optimizers.Optimizer:
+    """``train.optimizer`` at ``rate``; decoupled weight decay skips biases and normalisation scales/offsets.
+
+    Decaying BatchNormalization's gamma/beta or a bias only shrinks them towards 0 without regularising anything
+    (they scale no input), the usual exclusion in from-scratch recipes.
+    """
+    decay = params.weight_decay or None
+    optimizer: keras.optimizers.Optimizer
+    if params.optimizer == "sgd":
+        optimizer = keras.optimizers.SGD(rate, momentum=0.9, nesterov=True, weight_decay=decay)
+    elif params.optimizer == "adamw":
+        optimizer = keras.optimizers.AdamW(rate, weight_decay=params.weight_decay)
+    else:
+        optimizer = keras.optimizers.Adam(rate)
+    if decay:
+        optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+    return optimizer
+
+
+def compile_for_stage(
+    model: keras.Model, stage: StageParams, steps_per_epoch: int, params: TrainParams, xla: bool
+) -> None:
+    """Compile for one fine-tuning stage (recompiling after the trainable flags changed), with a fresh optimizer
+    whose rate follows the stage's schedule over ``steps_per_epoch`` × the stage's epochs.
 
     The optimizer's variables must live under the strategy the model was built in, or fit refuses to mix them.
     """
     with model.distribute_strategy.scope():
         model.compile(
-            optimizer=keras.optimizers.Adam(learning_rate),
+            optimizer=make_optimizer(params, learning_rate(stage, steps_per_epoch)),
             loss=keras.losses.CategoricalCrossentropy(label_smoothing=params.label_smoothing),
             metrics=["accuracy"],
             jit_compile=xla,
@@ -95,6 +137,7 @@ def make_batches(
         augment=pipeline,
         training=True,
         class_weights=weighting,
+        crop_scale=params.crop_scale,
         workers=params.workers,
     )
     val_batches = None

@@ -133,7 +133,7 @@ def train(
         atomic_write_bytes(write_dir / "augment_preview.png", cv2.imencode(".png", preview_grid(preview))[1].tobytes())
         for stage, stage_params in ((1, params.head), (2, params.finetune)):
             freeze_for_stage(model, stage, params.finetune.unfreeze_blocks, frozen_bn)
-            compile_for_stage(model, stage_params.learning_rate, params, device["xla"])
+            compile_for_stage(model, stage_params, len(train_batches), params, device["xla"])
             live = [epoch_reporter(on_epoch, stage, resume)] if on_epoch else []
             fit_stage(
                 model,

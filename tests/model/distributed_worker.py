@@ -17,7 +17,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from visionops.config import TrainParams
+from visionops.config import StageParams, TrainParams
 from visionops.dataset import Batches
 from visionops.distribute import distribution_strategy, strategy_info
 from visionops.fitting import compile_for_stage, fit_stage, global_batch_size, worker_dirs
@@ -50,12 +50,12 @@ def main(out_dir: Path, report: Path) -> None:
     with strategy.scope():
         model = tiny_model()
     params = TrainParams.model_validate({"image_size": 32, "weights": None, "batch_size": batch})
-    compile_for_stage(model, 0.01, params, xla=False)
     images, labels = data(32, 1)
     val_images, val_labels = data(16, 2)
     common = {"num_classes": CLASSES, "size": SIZE, "batch_size": batch, "seed": 3}
     train_batches = Batches(images, labels, training=True, **common)
     val_batches = Batches(val_images, val_labels, **common)
+    compile_for_stage(model, StageParams(epochs=EPOCHS, learning_rate=0.01), len(train_batches), params, xla=False)
     with worker_dirs(out_dir, out_dir.parent / f".resume-{out_dir.name}", topology) as (write_dir, resume):
         fit_stage(model, 1, EPOCHS, train_batches, val_batches, resume, write_dir, patience=EPOCHS)
         history = (resume / "stage1-history.csv").read_text()
