@@ -257,6 +257,21 @@ def bench_sweep(root: Path) -> str:
     return head + _table(["process workers", "sweep wall time", "ratio vs. 1 worker"], body, ["---:"] * 3) + stamp
 
 
+def bench_training(root: Path) -> str:
+    """EfficientNet training images/s with the input pipeline against pre-made in-memory batches, per size."""
+    rows, stamp = read_csv(root, "benchmarks/results/training_throughput.csv")
+    body = [
+        [f"{r['size']} px", r["pipeline"], _num(r["images_per_s"], 1), _num(r["ratio_vs_baseline"], 2)] for r in rows
+    ]
+    r0 = rows[0]
+    head = (
+        f"{r0['model']}, every layer training from random weights, on `{r0['dataset']}`: {r0['steps']} steps of "
+        f"batch {r0['batch']} per epoch, median of {r0['epochs']} epochs of each input after a warm-up:\n\n"
+    )
+    table = _table(["size", "input", "training images/s", "ratio vs. in-memory"], body, ["---:", "---", "---:", "---:"])
+    return head + table + stamp
+
+
 RENDERERS: dict[str, Callable[[Path], str]] = {
     "dag": dag,
     "sample-split": sample_split,
@@ -268,6 +283,7 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
     "bench-input": bench_input,
     "bench-overhead": bench_overhead,
     "bench-sweep": bench_sweep,
+    "bench-training": bench_training,
 }
 # Regions whose sources are committed: they can be checked in any checkout (tests/unit/test_docs.py does).
 COMMITTED = ("dag", "train-time", "bench-validate", "bench-input", "bench-overhead", "bench-sweep")
@@ -299,7 +315,8 @@ def update(root: Path = ROOT, check: bool = False, only: tuple[str, ...] | None 
     Raises:
         ValueError: a region names no known renderer.
     """
-    report, cache = Report(), {}
+    report = Report()
+    cache: dict[str, str | Missing] = {}  # each region's text, or why it cannot be filled
     for doc in doc_files(root):
         text = doc.read_text()
 

@@ -235,3 +235,17 @@ def test_facts_renders_test_metrics_and_epochs(facts: ModuleType, tmp_path: Path
         "on 176 test images, after 1 + 3 epochs (head + fine-tuning).\n"
     )
     assert "`artifacts/train/history.csv`" in text
+
+
+def test_facts_renders_training_throughput(facts: ModuleType, tmp_path: Path) -> None:
+    results = tmp_path / "benchmarks/results"
+    results.mkdir(parents=True)
+    (results / "training_throughput.csv").write_text(
+        "dataset,images,size,pipeline,images_per_s,ratio_vs_baseline,model,batch,steps,epochs,cores,machine,date\n"
+        "embedded sample,320,128,baseline: in-memory,25.04,1.0,EfficientNetB0,32,10,3,2,x86_64,2026-12-01\n"
+        "embedded sample,320,128,visionops Batches,24.1,0.962,EfficientNetB0,32,10,3,2,x86_64,2026-12-01\n"
+    )
+    text = facts.RENDERERS["bench-training"](tmp_path)
+    assert text.startswith("EfficientNetB0, every layer training from random weights, on `embedded sample`: 10 steps")
+    assert "| 128 px | visionops Batches | 24.1 | 0.96 |" in text
+    assert "measured 2026-12-01 on 2 cores (x86_64)" in text
