@@ -11,7 +11,7 @@ from corpus import BAD_KINDS, exif_rotated_jpeg, good_class, write
 
 from visionops.augment import build_augment
 from visionops.config import AugmentStep
-from visionops.dataset import Batches, balanced_class_weights, cache_images, examples
+from visionops.dataset import Batches, balanced_class_weights, cache_images, examples, random_resized_crop
 from visionops.preprocess import center_crop, decode_rgb, load_square, model_input
 
 AUGMENT = [AugmentStep(name="HorizontalFlip", p=0.5), AugmentStep(name="RandomBrightnessContrast", p=0.8)]
@@ -119,3 +119,16 @@ def test_balanced_class_weights() -> None:
     assert weights[0] == pytest.approx(4 / 9) and weights[1] == pytest.approx(4 / 3) and weights[2] == 0.0
     batches = Batches(np.zeros((4, 32, 32, 3), np.uint8), [0, 0, 0, 1], 3, 32, 4, class_weights=weights)
     assert np.allclose(batches[0][2], [4 / 9, 4 / 9, 4 / 9, 4 / 3])
+
+
+def test_random_resized_crops_cover_the_scale_range_and_are_seeded(images: np.ndarray) -> None:
+    image = np.arange(100 * 100 * 3, dtype=np.uint32).reshape(100, 100, 3).astype(np.uint8)
+    crops = [random_resized_crop(image, 32, (0.25, 1.0), np.random.default_rng(i)) for i in range(50)]
+    assert all(c.shape == (32, 32, 3) for c in crops)
+    assert len({c.tobytes() for c in crops}) == 50, "different seeds, different windows"
+    assert np.array_equal(crops[0], random_resized_crop(image, 32, (0.25, 1.0), np.random.default_rng(0)))
+    whole = random_resized_crop(image, 100, (1.0, 1.0), np.random.default_rng(0), ratio=1.0)
+    assert np.array_equal(whole, image), "scale 1, ratio 1: the whole square, unresized"
+    batches = _batches(images, training=True, seed=1, crop_scale=(0.3, 0.6))
+    assert batches[0][0].shape == (4, 32, 32, 3)
+    assert not np.array_equal(batches[0][0], _batches(images, training=True, seed=1)[0][0])
