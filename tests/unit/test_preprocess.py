@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from corpus import BAD_KINDS, exif_rotated_jpeg, photo_jpeg
 
+from visionops import preprocess
 from visionops.preprocess import center_crop, decode_rgb, decode_square
 
 TOLERANCE = 3.0  # mean absolute difference (0–255) from full decode + INTER_AREA; preprocess's docstring states it
@@ -23,6 +24,12 @@ def full_decode(data: bytes, side: int) -> np.ndarray:
     scale = side / min(h, w)
     size = (max(side, round(w * scale)), max(side, round(h * scale)))
     return center_crop(cv2.resize(image, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR), side)
+
+
+def photo_png(w: int, h: int) -> bytes:
+    """The photo's pixels as a PNG: never decoded reduced, however large."""
+    pixels = cv2.imdecode(np.frombuffer(photo_jpeg(w, h), np.uint8), cv2.IMREAD_COLOR)
+    return cv2.imencode(".png", pixels)[1].tobytes()
 
 
 @pytest.mark.parametrize("kind", ["grayscale", "rgba", "png_16bit", "cmyk_jpeg", "png_named_jpg"])
@@ -48,7 +55,7 @@ def test_undecodable_names_the_source(data: bytes) -> None:
     [
         (photo_jpeg(333, 250), 200),  # short side under 2 × 200: no reduction
         (photo_jpeg(333, 250, orientation=6), 126),  # 250 < 2 × 126
-        (cv2.imencode(".png", cv2.imdecode(np.frombuffer(photo_jpeg(640, 480), np.uint8), 1))[1].tobytes(), 60),  # PNG
+        (photo_png(640, 480), 60),
         (photo_jpeg(48, 40), 64),  # smaller than the side: enlarged
     ],
     ids=["jpeg", "jpeg_rotated", "png", "small_jpeg"],
@@ -66,3 +73,10 @@ def test_reduced_decoding_is_within_tolerance(side: int, orientation: int) -> No
     assert reduced.shape == full.shape == (side, side, 3)
     assert not np.array_equal(reduced, full), "decoded reduced"
     assert np.abs(reduced.astype(np.int16) - full).mean() < TOLERANCE
+
+
+def test_a_misread_header_costs_time_not_pixels(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where OpenCV's reduced decode disagrees with the header read, the image is decoded whole."""
+    data = photo_jpeg(333, 250)
+    monkeypatch.setattr(preprocess, "_jpeg_header", lambda _: (500, 666, 1))  # twice the real size
+    assert np.array_equal(decode_square(data, 120), full_decode(data, 120))
