@@ -44,11 +44,31 @@ def png_bomb_header(width: int = 100_000, height: int = 100_000) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 
 
+def _oriented_jpeg(pixels: np.ndarray, orientation: int, **kwargs) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return _pil(Image.fromarray(pixels), "JPEG", exif=exif.tobytes(), **kwargs)
+
+
 def exif_rotated_jpeg(w: int = 64, h: int = 40) -> bytes:
     """A ``w``×``h`` JPEG whose EXIF orientation (6) says: rotate 90° to display, i.e. it is ``h``×``w`` upright."""
-    exif = Image.Exif()
-    exif[0x0112] = 6
-    return _pil(Image.fromarray(_rgb(7, w, h)), "JPEG", exif=exif.tobytes())
+    return _oriented_jpeg(_rgb(7, w, h), 6)
+
+
+def photo_jpeg(w: int, h: int, seed: int = 0, orientation: int = 1) -> bytes:
+    """A photo-like JPEG (quality 90) stored ``w``×``h`` with EXIF ``orientation``.
+
+    Smooth colour fields, sharp-edged anti-aliased discs and sensor-like noise: neither flat like a drawing nor
+    noise from edge to edge.
+    """
+    rng = np.random.default_rng(seed)
+    image = cv2.resize(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8), (w, h), interpolation=cv2.INTER_CUBIC)
+    for _ in range(12):
+        center = (int(rng.integers(w)), int(rng.integers(h)))
+        color = tuple(int(c) for c in rng.integers(0, 256, 3))
+        cv2.circle(image, center, int(rng.integers(4, max(w, h) // 4)), color, -1, cv2.LINE_AA)
+    noisy = image + rng.normal(0, 6, image.shape)
+    return _oriented_jpeg(np.clip(noisy, 0, 255).astype(np.uint8), orientation, quality=90)
 
 
 # name → (relative path under data/, bytes maker, expected status, expected reason code or None)

@@ -25,7 +25,7 @@ import numpy as np
 
 from visionops.contracts import ROTATIONS
 from visionops.files import atomic_path
-from visionops.preprocess import center_crop, load_square
+from visionops.preprocess import PIXELS_VERSION, center_crop, load_square
 from visionops.progress import track
 
 
@@ -36,12 +36,14 @@ def cache_images(paths: Sequence[Path], side: int, cache_dir: Path | None = None
         paths: image files.
         side: cached side, slightly above the training size so random crops have room.
         cache_dir: None keeps the array in memory; a folder keeps it as a .npy file there, named by a hash
-            of the paths and side, which later runs (and resumed runs) memory-map instead of decoding again.
+            of the paths, side and ``PIXELS_VERSION``, which later runs (and resumed runs) memory-map instead of
+            decoding again.
         workers: decoding threads (OpenCV releases the GIL).
     """
     target = None
     if cache_dir is not None:
-        key = hashlib.sha256(("\n".join(map(str, paths)) + f"\n{side}").encode()).hexdigest()[:16]
+        key = "\n".join([*map(str, paths), str(side), f"pixels {PIXELS_VERSION}"])
+        key = hashlib.sha256(key.encode()).hexdigest()[:16]
         target = Path(cache_dir) / f"images-{side}px-{key}.npy"
         if target.is_file():
             return np.load(target, mmap_mode="r")

@@ -1,4 +1,4 @@
-"""The input pipeline: decoding, caching, value range, seeded augmentation, evaluation without it."""
+"""The input pipeline: caching, value range, seeded augmentation, evaluation without it (decoding: test_preprocess)."""
 
 from __future__ import annotations
 
@@ -7,34 +7,23 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from corpus import BAD_KINDS, exif_rotated_jpeg, good_class, write
+from corpus import exif_rotated_jpeg, good_class, photo_jpeg, write
 
 from visionops.augment import build_augment
 from visionops.config import AugmentStep
 from visionops.dataset import Batches, balanced_class_weights, cache_images, examples, random_resized_crop
-from visionops.preprocess import center_crop, decode_rgb, load_square, model_input
+from visionops.preprocess import center_crop, load_square, model_input
 
 AUGMENT = [AugmentStep(name="HorizontalFlip", p=0.5), AugmentStep(name="RandomBrightnessContrast", p=0.8)]
 
 
-@pytest.mark.parametrize("kind", ["grayscale", "rgba", "png_16bit", "cmyk_jpeg", "png_named_jpg"])
-def test_decodes_to_8bit_rgb(kind: str) -> None:
-    image = decode_rgb(BAD_KINDS[kind][1]())
-    assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
+@pytest.mark.parametrize("data", [exif_rotated_jpeg(64, 40), photo_jpeg(333, 250, orientation=6)], ids=["full", "1/4"])
+def test_served_bytes_become_what_evaluate_feeds(tmp_path: Path, data: bytes) -> None:
+    """predict and the served model (bytes → model_input) see exactly what evaluate sees (cache → Batches).
 
-
-def test_exif_orientation_is_applied() -> None:
-    assert decode_rgb(exif_rotated_jpeg(64, 40)).shape[:2] == (64, 40)  # stored 64 wide, shown 40 wide
-
-
-def test_undecodable_names_the_source() -> None:
-    with pytest.raises(ValueError, match=r"broken\.jpg"):
-        decode_rgb(b"not an image", "broken.jpg")
-
-
-def test_served_bytes_become_what_evaluate_feeds(tmp_path: Path) -> None:
-    """predict and the served model (bytes → model_input) see exactly what evaluate sees (cache → Batches)."""
-    path = write(tmp_path, "rotated.jpg", exif_rotated_jpeg(64, 40))
+    So do JPEGs large enough to be decoded at reduced scale: train and serve share the one decoding, no skew.
+    """
+    path = write(tmp_path, "rotated.jpg", data)
     evaluated = Batches(cache_images([path], 36), [0], num_classes=1, size=32, batch_size=1)[0][0][0]
     served = model_input(path.read_bytes(), 36, 32)
     assert served.dtype == np.float32 and served.shape == (32, 32, 3)
