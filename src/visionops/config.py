@@ -119,13 +119,9 @@ class StageParams(_Section):
     schedule: Literal["constant", "cosine"] = Field(
         default="constant", description="cosine: decay per step from learning_rate to 0 at the stage's last step."
     )
-    warmup_epochs: float = Field(default=0.0, ge=0, description="Linear warm-up from 0 to learning_rate first.")
-
-    @model_validator(mode="after")
-    def _warmup_within_stage(self) -> StageParams:
-        if self.epochs and self.warmup_epochs >= self.epochs:
-            raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be below epochs ({self.epochs})")
-        return self
+    warmup_epochs: float = Field(
+        default=0.0, ge=0, description="Linear warm-up from 0 to learning_rate first (at most half the stage)."
+    )
 
 
 class FinetuneParams(StageParams):

@@ -34,12 +34,14 @@ def learning_rate(stage: StageParams, steps_per_epoch: int) -> float | keras.opt
     Per step rather than per epoch, because from-scratch training with few epochs (the sample's) would otherwise
     take its first whole epoch at the peak rate, where the randomly initialised network is least stable.
     """
-    warmup = round(stage.warmup_epochs * steps_per_epoch)
+    total = stage.epochs * steps_per_epoch
+    # At most half the stage, so a quick run (`-S train.finetune.epochs=1`) needs no second override.
+    warmup = min(round(stage.warmup_epochs * steps_per_epoch), total // 2)
     if stage.schedule == "constant" and not warmup:
         return stage.learning_rate
     return keras.optimizers.schedules.CosineDecay(
         0.0 if warmup else stage.learning_rate,
-        decay_steps=max(1, stage.epochs * steps_per_epoch - warmup),
+        decay_steps=max(1, total - warmup),
         alpha=1.0 if stage.schedule == "constant" else 0.0,  # alpha: the floor, as a share of the peak
         warmup_target=stage.learning_rate if warmup else None,
         warmup_steps=warmup,

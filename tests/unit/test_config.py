@@ -32,7 +32,6 @@ def test_committed_params_are_valid() -> None:
         ({"validate": {"classes": ["a", "a"]}}, ["validate.classes", "unique"]),
         ({"split": {"test_ratio": 0.9, "val_ratio": 0.9}}, ["split", "less than 5%"]),
         (["not", "a", "mapping"], ["expected a mapping"]),
-        ({"train": {"finetune": {"epochs": 2, "warmup_epochs": 2}}}, ["train.finetune", "warmup_epochs (2.0)"]),
         ({"train": {"optimizer": "adam", "weight_decay": 0.05}}, ["train", "use optimizer: adamw"]),
         ({"train": {"crop_scale": [0.8, 0.3]}}, ["train.crop_scale", "0 < low <= high <= 1"]),
         ({"train": {"finetune": {"schedule": "step"}}}, ["train.finetune.schedule", "'cosine'"]),

@@ -46,3 +46,8 @@ def test_optimizers_decay_weights_but_not_biases_or_norms(name: str, cls: type) 
     model.fit(keras.ops.ones((8, 4)), keras.ops.zeros((8, 3)), epochs=1, verbose=0)
     decayed = {v.name for v in model.trainable_variables if optimizer.weight_decay and optimizer._use_weight_decay(v)}
     assert decayed == ({"kernel"} if decay else set()), decayed
+
+
+def test_warmup_never_takes_more_than_half_the_stage() -> None:
+    rates = _rates(StageParams(epochs=1, learning_rate=0.01, schedule="cosine", warmup_epochs=2), 10)
+    assert rates[5] == pytest.approx(0.01) and rates[10] == pytest.approx(0.0, abs=1e-9)
