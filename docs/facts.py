@@ -317,6 +317,7 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
     "bench-overhead": bench_overhead,
     "bench-sweep": bench_sweep,
     "bench-training": bench_training,
+    "bench-quality": bench_quality,
 }
 # Regions whose sources are committed: they can be checked in any checkout (tests/unit/test_docs.py does).
 COMMITTED = ("dag", "train-time", "bench-validate", "bench-input", "bench-overhead", "bench-sweep")
@@ -348,12 +349,8 @@ def update(root: Path = ROOT, check: bool = False, only: tuple[str, ...] | None 
     Raises:
         ValueError: a region names no known renderer.
     """
-<<<<<<< HEAD
     report = Report()
     cache: dict[str, str | Missing] = {}  # each region's text, or why it cannot be filled
-=======
-    report, cache = Report(), dict[str, str | Missing]()
->>>>>>> issue-17-jpeg
     for doc in doc_files(root):
         text = doc.read_text()
 
