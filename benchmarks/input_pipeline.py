@@ -32,8 +32,9 @@ import pandas as pd
 import tensorflow as tf
 
 from visionops.augment import build_augment
+from visionops.cache import cache_images
 from visionops.config import AugmentStep
-from visionops.dataset import Batches, cache_images
+from visionops.dataset import Batches
 from visionops.probe import is_hidden
 
 HERE = Path(__file__).resolve().parent

@@ -305,6 +305,71 @@ def bench_training(root: Path) -> str:
     return head + table + stamp
 
 
+def _scaling(root: Path) -> tuple[list[int], dict[str, dict[int, dict[str, str]]], str]:
+    """The scaling benchmark's sizes, its rows by stage and size (CSV order), and the stamp."""
+    rows, stamp = read_csv(root, "benchmarks/results/scaling.csv")
+    stages: dict[str, dict[int, dict[str, str]]] = {}
+    for r in rows:
+        stages.setdefault(r["stage"], {})[int(r["files"])] = r
+    return sorted({int(r["files"]) for r in rows}), stages, stamp
+
+
+def _fitted(row: dict[str, str], key: str, decimals: int) -> str:
+    return _num(row[key], decimals) if row.get(key) else "–"  # (one size only: no line to fit)
+
+
+def bench_scaling(root: Path) -> str:
+    """Seconds and peak memory of each stage against the number of files, the fitted slope, and the cache switch."""
+    sizes, stages, stamp = _scaling(root)
+    switch, switch_stamp = read_csv(root, "benchmarks/results/scaling_cache_switch.csv")
+    body = []
+    for stage, by_size in stages.items():
+        first = next(iter(by_size.values()))
+        seconds = [f"{_num(by_size[n]['seconds'], 1)} s" if n in by_size else "–" for n in sizes]
+        rss = " / ".join(_num(by_size[n]["peak_rss_mb"]) if n in by_size else "–" for n in sizes)
+        fitted = [_fitted(first, "slope_s_per_1k", 2), _fitted(first, "r2", 3)]
+        body.append([stage, *seconds, *fitted, rss, _fitted(first, "rss_mb_per_1k", 1)])
+    shown = " / ".join(f"{n:,}" for n in sizes)
+    header = ["stage", *(f"{n:,} files" for n in sizes), "s per 1k files (slope)", "R²", f"peak RSS MB ({shown})"]
+    table = _table([*header, "MB per 1k files"], body, ["---", *["---:"] * (len(sizes) + 4)])
+    validate, decode = stages["validate"], stages["raw decode (baseline)"]
+    both = [n for n in sizes if n in validate and n in decode]
+    ratios = " / ".join(_num(validate[n]["ratio_vs_decode"], 2) for n in both)
+    cpu = " / ".join(f"{float(validate[n]['cpu_s']) / float(decode[n]['cpu_s']):.2f}" for n in both)
+    text = (
+        f"validate took **{ratios}** × the raw decode's time on the same files ({shown} files; goal ≤ 1.2; "
+        f"CPU time {cpu} ×)"
+    )
+    slopes = [next(iter(s.values()))["slope_s_per_1k"] for s in (validate, decode)]
+    if all(slopes):
+        text += f", and **{float(slopes[0]) / float(slopes[1]):.2f}** × its cost per 1,000 more files (slopes)"
+    limits = ", ".join(f"**{_num(r['switch_files'])}** at {r['image_size']} px" for r in switch)
+    text += (
+        f".\n\n`train.cache: auto` keeps the train + val images in memory up to {limits} (half of the "
+        f"{switch[0]['memory_available_gib']} GiB available during the run), on disk beyond.\n\n"
+    )
+    image = "![seconds and peak RSS against the number of files, per stage](img/scaling.png)\n\n"
+    head = f"On generated {next(iter(decode.values()))['photo'].replace('x', '×')} JPEGs:\n\n"
+    return head + table + text + image + stamp + switch_stamp
+
+
+def bench_scaling_summary(root: Path) -> str:
+    """The README's lines: each stage's cost per 1,000 more files and which stage's memory grows with them."""
+    _, stages, stamp = _scaling(root)
+    first = {stage: next(iter(by_size.values())) for stage, by_size in stages.items()}
+    if not all(r.get("slope_s_per_1k") for r in first.values()):
+        raise Missing("benchmarks/results/scaling.csv has one size only: run benchmarks/scaling.py with several")
+    costs = ", ".join(f"{stage} {_num(r['slope_s_per_1k'], 2)} s" for stage, r in first.items())
+    (most, top), *rest = sorted(first.items(), key=lambda item: -float(item[1]["rss_mb_per_1k"]))
+    others = max(float(r["rss_mb_per_1k"]) for _, r in rest)
+    text = (
+        f"Cost of 1,000 more photo-sized images: {costs}. Peak memory grows by {_num(top['rss_mb_per_1k'], 1)} MB per "
+        f"1,000 images in {most}, by at most {_num(others, 1)} MB in any other stage "
+        "([docs/benchmarks.md](docs/benchmarks.md#scaling)).\n\n"
+    )
+    return text + "![seconds and peak RSS against the number of files, per stage](docs/img/scaling.png)\n\n" + stamp
+
+
 RENDERERS: dict[str, Callable[[Path], str]] = {
     "dag": dag,
     "sample-split": sample_split,
@@ -318,6 +383,8 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
     "bench-sweep": bench_sweep,
     "bench-training": bench_training,
     "bench-quality": bench_quality,
+    "bench-scaling": bench_scaling,
+    "bench-scaling-summary": bench_scaling_summary,
 }
 # Regions whose sources are committed: they can be checked in any checkout (tests/unit/test_docs.py does).
 COMMITTED = ("dag", "train-time", "bench-validate", "bench-input", "bench-overhead", "bench-sweep")

@@ -174,7 +174,9 @@ class TrainParams(_Section):
     class_weights: bool = Field(default=True, description="Weight classes inversely to their frequency.")
     early_stopping_patience: int = Field(default=3, ge=1)
     resize_margin: float = Field(default=1.15, ge=1.0, le=2.0, description="Cache images this much larger.")
-    cache: Literal["memory", "disk"] = "memory"
+    cache: Literal["auto", "memory", "disk"] = Field(
+        default="auto", description="auto: memory while train + val images fit half the available memory, else disk."
+    )
     workers: int = Field(default=2, ge=1, le=64, description="Threads running the augmentations.")
     seed: int = Field(default=42, ge=0)
     head: StageParams = Field(default_factory=StageParams)

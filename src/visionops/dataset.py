@@ -1,10 +1,8 @@
-"""Input pipeline: decode each image once, cache uint8 arrays, then shuffle → augment → batch per epoch.
+"""Input pipeline: cached uint8 arrays (visionops.cache) → shuffle → augment → batch, per epoch.
 
-Decoding (visionops.preprocess: OpenCV, EXIF orientation applied, grey / RGBA / 16-bit / CMYK turned into
-8-bit RGB) happens once per image, into an array slightly larger than the training size (memory, or a .npy file on disk
-that later runs reuse). Each epoch then only crops and augments. Batches come from a
-``keras.utils.PyDataset`` whose worker threads run albumentations: OpenCV releases the GIL, where a
-``tf.numpy_function`` inside tf.data holds it (benchmarks/input_pipeline.py measures both).
+Each epoch only crops and augments what was decoded once. Batches come from a ``keras.utils.PyDataset`` whose worker
+threads run albumentations: OpenCV releases the GIL, where a ``tf.numpy_function`` inside tf.data holds it
+(benchmarks/input_pipeline.py measures both). A single pass (scoring) reads images decoded on access instead.
 
 Images reach the model as float32 in 0–255: Keras EfficientNet rescales its own input.
 """
@@ -12,52 +10,17 @@ Images reach the model as float32 in 0–255: Keras EfficientNet rescales its ow
 from __future__ import annotations
 
 import copy
-import hashlib
 import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import albumentations as A
 import cv2
 import keras
 import numpy as np
 
+from visionops.cache import DecodedOnAccess
 from visionops.contracts import ROTATIONS
-from visionops.files import atomic_path
-from visionops.preprocess import PIXELS_VERSION, center_crop, load_square
-from visionops.progress import track
-
-
-def cache_images(paths: Sequence[Path], side: int, cache_dir: Path | None = None, workers: int = 2) -> np.ndarray:
-    """Decode ``paths`` once into an (N, side, side, 3) uint8 array.
-
-    Args:
-        paths: image files.
-        side: cached side, slightly above the training size so random crops have room.
-        cache_dir: None keeps the array in memory; a folder keeps it as a .npy file there, named by a hash
-            of the paths, side and ``PIXELS_VERSION``, which later runs (and resumed runs) memory-map instead of
-            decoding again.
-        workers: decoding threads (OpenCV releases the GIL).
-    """
-    target = None
-    if cache_dir is not None:
-        key = "\n".join([*map(str, paths), str(side), f"pixels {PIXELS_VERSION}"])
-        key = hashlib.sha256(key.encode()).hexdigest()[:16]
-        target = Path(cache_dir) / f"images-{side}px-{key}.npy"
-        if target.is_file():
-            return np.load(target, mmap_mode="r")
-    array = np.empty((len(paths), side, side, 3), dtype=np.uint8)
-
-    def fill(i: int) -> None:
-        array[i] = load_square(paths[i], side)
-
-    with ThreadPoolExecutor(workers) as pool:
-        list(track(pool.map(fill, range(len(paths))), len(paths), f"decoding {len(paths)} images"))
-    if target is not None:
-        with atomic_path(target) as tmp:  # complete or absent: a killed run never leaves half a cache
-            np.save(tmp, array)
-    return array
+from visionops.preprocess import center_crop
 
 
 def examples(labels: Sequence[int], task: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -98,7 +61,7 @@ def random_resized_crop(
 
 
 class Batches(keras.utils.PyDataset):
-    """Batches of (float32 images in 0–255, one-hot labels, sample weights) from cached arrays.
+    """Batches of (float32 images in 0–255, one-hot labels, sample weights) from cached arrays (or decoded on access).
 
     Training batches are shuffled per epoch, randomly cropped and augmented; evaluation batches are
     centre-cropped and never augmented. Batch ``i`` of epoch ``e`` is augmented with seed (seed, e, i),
@@ -107,7 +70,7 @@ class Batches(keras.utils.PyDataset):
 
     def __init__(
         self,
-        images: np.ndarray,
+        images: np.ndarray | DecodedOnAccess,
         labels: Sequence[int],
         num_classes: int,
         size: int,

@@ -19,9 +19,10 @@ import keras
 import pandas as pd
 import tensorflow as tf
 
+from visionops.cache import cache_dir_for, cache_images
 from visionops.config import AugmentStep, StageParams, TrainParams
 from visionops.contracts import ModelInfo
-from visionops.dataset import Batches, balanced_class_weights, cache_images
+from visionops.dataset import Batches, balanced_class_weights
 from visionops.files import atomic_path, dump_json
 from visionops.progress import keras_verbose
 
@@ -119,7 +120,7 @@ def make_batches(
 ) -> tuple[Batches, Batches | None]:
     """Training and validation batches of the global batch size (each worker makes the same ones)."""
     side, size, classes = info.resize_side, info.image_size, info.classes
-    cache_dir = out_dir.parent / ".cache" if params.cache == "disk" else None
+    cache_dir = cache_dir_for(params.cache, len(lists["train"]) + len(lists["val"]), side, out_dir.parent / ".cache")
     images = {s: cache_images([data_dir / p for p in lists[s]["path"]], side, cache_dir) for s in ("train", "val")}
     labels = {s: info.labels(list(lists[s]["label"])) for s in ("train", "val")}
     weighting = (

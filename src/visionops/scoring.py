@@ -6,6 +6,7 @@ re-scores a champion on a new split with the same code.
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,9 +22,10 @@ from sklearn.metrics import (
     top_k_accuracy_score,
 )
 
+from visionops.cache import DecodedOnAccess
 from visionops.config import EvaluateParams
 from visionops.contracts import ROTATIONS, ModelInfo, check_labels, read_split
-from visionops.dataset import Batches, cache_images
+from visionops.dataset import Batches
 from visionops.files import atomic_write_bytes, atomic_write_text
 from visionops.gallery import write_gallery
 from visionops.plots import plot_confusion
@@ -105,13 +107,14 @@ def score_set(
         The set's metrics (accuracy, macro_f1, top_k_accuracy, roc_auc_ovr, ece, examples).
     """
     classes = info.classes
-    batches = Batches(
-        cache_images(paths, info.resize_side),
+    batches = Batches(  # decoded batch by batch, on every core: memory does not grow with the set
+        DecodedOnAccess(paths, info.resize_side),
         info.labels(names),
         len(classes),
         info.image_size,
         params.batch_size,
         task=info.task,
+        workers=os.cpu_count() or 1,
     )
     probs = model.predict(batches, verbose=keras_quiet())
     scores = score(batches.label, probs, classes, params.top_k, params.calibration_bins)

@@ -23,6 +23,7 @@ LAYERS = {  # module → (layer rank: higher imports lower, its name)
     **dict.fromkeys(
         (
             "augment",
+            "cache",
             "dataset",
             "distribute",
             "expectations",

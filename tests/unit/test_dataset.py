@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import cv2
@@ -9,9 +10,11 @@ import numpy as np
 import pytest
 from corpus import exif_rotated_jpeg, good_class, photo_jpeg, write
 
+from visionops import cache
 from visionops.augment import build_augment
+from visionops.cache import DecodedOnAccess, cache_dir_for, cache_images
 from visionops.config import AugmentStep
-from visionops.dataset import Batches, balanced_class_weights, cache_images, examples, random_resized_crop
+from visionops.dataset import Batches, balanced_class_weights, examples, random_resized_crop
 from visionops.preprocess import center_crop, load_square, model_input
 
 AUGMENT = [AugmentStep(name="HorizontalFlip", p=0.5), AugmentStep(name="RandomBrightnessContrast", p=0.8)]
@@ -30,16 +33,51 @@ def test_served_bytes_become_what_evaluate_feeds(tmp_path: Path, data: bytes) ->
     assert np.array_equal(served, evaluated)
 
 
-def test_load_square_and_cache(tmp_path: Path) -> None:
+def test_load_square_and_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = write(tmp_path, "a.png", cv2.imencode(".png", np.zeros((30, 60, 3), np.uint8))[1].tobytes())
     assert load_square(path, 20).shape == (20, 20, 3)
     paths = good_class(tmp_path / "data", "cat", 5)
+    monkeypatch.setattr(cache, "CHUNK", 2)  # 5 images: three chunks, the last one short
     memory = cache_images(paths, 40)
     disk = cache_images(paths, 40, cache_dir=tmp_path / "cache")
     again = cache_images(paths, 40, cache_dir=tmp_path / "cache")
     assert memory.shape == (5, 40, 40, 3) and memory.dtype == np.uint8
     assert np.array_equal(memory, disk) and np.array_equal(disk, again)
-    assert isinstance(again, np.memmap) and len(list((tmp_path / "cache").iterdir())) == 1
+    assert isinstance(disk, np.memmap) and isinstance(again, np.memmap)
+    (file,) = (tmp_path / "cache").iterdir()
+    np.save(tmp_path / "saved.npy", memory)
+    assert file.read_bytes() == (tmp_path / "saved.npy").read_bytes(), "written chunk by chunk, read as np.save's"
+    for where in (None, tmp_path / "empty"):  # (split.val_ratio 0: no validation image)
+        assert cache_images([], 40, cache_dir=where).shape == (0, 40, 40, 3)
+
+
+def test_decoded_on_access_gives_the_cached_batches_decoding_each_image_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    paths = good_class(tmp_path / "data", "cat", 5)
+    decodes: list[Path] = []
+    monkeypatch.setattr(cache, "load_square", lambda p, side: decodes.append(p) or load_square(p, side))
+    for task in ("classification", "orientation"):
+        decodes.clear()
+        cached = Batches(cache_images(paths, 40), [0] * 5, num_classes=4, size=32, batch_size=4, task=task)
+        lazy = Batches(DecodedOnAccess(paths, 40), [0] * 5, num_classes=4, size=32, batch_size=4, task=task)
+        decodes.clear()
+        for i in range(len(cached)):
+            assert all(np.array_equal(a, b) for a, b in zip(cached[i], lazy[i], strict=True))
+        assert sorted(decodes) == sorted(paths), "each image decoded once, the four rotations too"
+
+
+def test_cache_auto_takes_memory_while_the_images_fit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="visionops.cache")
+    assert cache.available_memory() > 0
+    monkeypatch.setattr(cache, "available_memory", lambda: 2 * 1000 * 10 * 10 * 3)  # half of it: 1000 images of 10 px
+    assert cache.memory_cache_limit(10) == 1000
+    assert cache_dir_for("auto", 1000, 10, tmp_path) is None
+    assert cache_dir_for("auto", 1001, 10, tmp_path) == tmp_path
+    assert "train.cache=auto: disk (1001 images of 10 px; memory holds up to 1000)" in caplog.text
+    assert cache_dir_for("memory", 10**9, 10, tmp_path) is None and cache_dir_for("disk", 1, 10, tmp_path) == tmp_path
 
 
 def _batches(images: np.ndarray, **kwargs) -> Batches:

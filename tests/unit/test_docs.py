@@ -249,3 +249,47 @@ def test_facts_renders_training_throughput(facts: ModuleType, tmp_path: Path) ->
     assert text.startswith("EfficientNetB0, every layer training from random weights, on `embedded sample`: 10 steps")
     assert "| 128 px | visionops Batches | 24.1 | 0.96 |" in text
     assert "measured 2026-12-01 on 2 cores (x86_64)" in text
+
+
+def _scaling_csvs(root: Path, sizes: tuple[int, ...]) -> None:
+    """A scaling benchmark's two CSVs: decode 0.5 s and validate 0.6 s per 1k files, only the memory cache grows."""
+    stamp = "500x375,2,x86_64,2026-12-01"
+    lines = [
+        "stage,files,seconds,cpu_s,peak_rss_mb,ratio_vs_decode,slope_s_per_1k,r2,rss_mb_per_1k,photo,cores,machine,date"
+    ]
+    for stage, slope, rss in (
+        ("raw decode (baseline)", 0.5, 0.0),
+        ("validate", 0.6, 0.1),
+        ("cache fill (memory)", 1, 9),
+    ):
+        fitted = f"{slope},1.0,{rss}" if len(sizes) > 1 else ",,"
+        for n in sizes:
+            ratio = (0.6 * n / 1000 + 1) / (0.5 * n / 1000 + 1) if stage == "validate" else 1
+            seconds = slope * n / 1000 + 1
+            lines.append(f"{stage},{n},{seconds},{seconds * 1.5},{100 + rss * n / 1000},{ratio},{fitted},{stamp}")
+    results = root / "benchmarks/results"
+    results.mkdir(parents=True)
+    (results / "scaling.csv").write_text("\n".join(lines) + "\n")
+    switch = ["image_size,switch_files,memory_available_gib,cores,machine,date", "48,1198499,20.3,2,x86_64,2026-12-01"]
+    (results / "scaling_cache_switch.csv").write_text("\n".join(switch) + "\n")
+
+
+def test_facts_renders_the_scaling_benchmark(facts: ModuleType, tmp_path: Path) -> None:
+    _scaling_csvs(tmp_path, (1000, 10000))
+    table = facts.RENDERERS["bench-scaling"](tmp_path)
+    assert "| validate | 1.6 s | 7.0 s | 0.60 | 1.000 | 100 / 101 | 0.1 |" in table
+    assert "validate took **1.07 / 1.17** × the raw decode's time" in table and "CPU time 1.07 / 1.17 ×)" in table
+    assert "**1.20** × its cost per 1,000 more files" in table
+    assert "up to **1,198,499** at 48 px (half of the 20.3 GiB available" in table
+    assert "](img/scaling.png)" in table and "`benchmarks/results/scaling_cache_switch.csv`" in table
+    summary = facts.RENDERERS["bench-scaling-summary"](tmp_path)
+    assert summary.startswith("Cost of 1,000 more photo-sized images: raw decode (baseline) 0.50 s, validate 0.60 s")
+    assert "grows by 9.0 MB per 1,000 images in cache fill (memory), by at most 0.1 MB in any other stage" in summary
+    assert "](docs/img/scaling.png)" in summary
+
+
+def test_facts_scaling_summary_needs_several_sizes(facts: ModuleType, tmp_path: Path) -> None:
+    _scaling_csvs(tmp_path, (1000,))
+    assert "| validate | 1.6 s | – | – |" in facts.RENDERERS["bench-scaling"](tmp_path)
+    with pytest.raises(facts.Missing, match="one size only"):
+        facts.RENDERERS["bench-scaling-summary"](tmp_path)

@@ -31,14 +31,18 @@ from visionops.files import project_root
 def sample_data(
     out_dir: Annotated[Path, typer.Option("--out", help="Folder to create; must be missing or empty.")] = Path("data"),
     per_class: Annotated[int, typer.Option(help="Images per class.", min=1)] = 200,
-    size: Annotated[int, typer.Option(help="Image side in pixels.", min=16)] = 96,
+    size: Annotated[int, typer.Option(help="Image width (and height, without --height) in pixels.", min=16)] = 96,
+    height: Annotated[
+        int | None, typer.Option(help="Image height in pixels (e.g. 375 with --size 500).", min=16)
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed; the same arguments give byte-identical files.")] = 0,
+    workers: Annotated[int, typer.Option(help="Processes drawing images; the files do not depend on it.", min=1)] = 1,
     as_json: JsonOpt = False,
 ) -> None:
     """Generate the embedded sample dataset: upright scenes of 4 shape classes, deterministically."""
     from visionops.sample import SHAPES, generate_sample
 
-    paths = generate_sample(out_dir, per_class=per_class, size=size, seed=seed)
+    paths = generate_sample(out_dir, per_class=per_class, size=size, seed=seed, height=height, workers=workers)
     emit(paths, as_json, lambda: [f"wrote {len(paths)} images in {len(SHAPES)} classes to {out_dir}/"])
 
 
