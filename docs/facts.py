@@ -247,10 +247,8 @@ def bench_overhead(root: Path) -> str:
             f"{_num(r['bare_train_evaluate_s'], 1)} s",
             f"{_num(r['dvc_repro_train_evaluate_s'], 1)} s",
             _num(r["ratio"], 3),
-            f"{_num(r['fixed_cost_s'], 1)} s",
-            f"{_num(r['imports_s'], 1)} s",
-            f"{_num(r['dvc_status_hashing_s'], 1)} s",
-            f"{_num(r['logging_and_caching_s'], 1)} s",
+            *(f"{_fitted(r, key, 1)} s" for key in ("fixed_cost_s", "imports_s", "dvc_status_hashing_s")),
+            f"{_fitted(r, 'logging_and_caching_s', 1)} s",
         ]
         for r in rows
     ]
