@@ -86,11 +86,11 @@ def model_and_batches(
         frozen = batchnorm_frozen(train.finetune.batchnorm, weights)
         model = build_model(backbone, len(classes), train.dropout, frozen)
     freeze_for_stage(model, 2, train.finetune.unfreeze_blocks, frozen)
-    compile_for_stage(model, train.finetune.learning_rate, train, xla)
     info = ModelInfo.for_task(train.task, classes, image_size=size, resize_side=resize_side(train), model=train.model)
     lists = {"train": listed, "val": listed.iloc[:0]}
     pipeline = build_augment(params.augment, train.task, train.seed)
     batches, _ = make_batches(root, out_dir, lists, info, train, pipeline, strategy)
+    compile_for_stage(model, train.finetune, len(batches), train, xla)
     return model, batches
 
 
