@@ -246,12 +246,15 @@ def merge(base: dict, extra: dict) -> dict:
     return base
 
 
-def tiny_origin(dest: Path, remote: str, endpoint: str | None = None, **env: str) -> Path:
-    """A git repository like this checkout with a tiny generated dataset, pushed to the DVC remote ``remote``.
+def tiny_origin(dest: Path, remote: str | None = None, endpoint: str | None = None, **env: str) -> Path:
+    """A git repository like this checkout with a tiny generated dataset (TINY_PIPELINE's params).
 
-    A local folder becomes the default remote ``sample`` (the laptop setup); with ``endpoint`` (an S3 URL and its
-    server) it is the team setup, made the way a user makes it: ``dvc remote add -d team`` and ``dvc remote
-    modify team endpointurl``; the credentials come from ``env`` (AWS_*), never from .dvc/config.
+    With no ``remote`` the data is where this repository keeps its sample: pushed to the in-repo remote ``sample``
+    (``dvc-remote/``, committed) with .dvc/config as committed, so a clone pushes to the default remote under ``~``.
+    A local folder ``remote`` becomes the default remote ``sample`` (the laptop setup with a remote outside the
+    repository); with ``endpoint`` (an S3 URL and its server) it is the team setup, made the way a user makes it:
+    ``dvc remote add -d team`` and ``dvc remote modify team endpointurl``; the credentials come from ``env`` (AWS_*),
+    never from .dvc/config.
     """
     import yaml
 
@@ -261,13 +264,14 @@ def tiny_origin(dest: Path, remote: str, endpoint: str | None = None, **env: str
     (dest / "data.dvc").unlink()
     run(cli("sample-data", "--out", "data", "--per-class", "12", "--size", "48"), cwd=dest)
     git_init(dest)
-    remote_cmds = [["dvc", "remote", "add", "-f", "-d", "sample", remote]]
+    remote_cmds = [["dvc", "remote", "add", "-f", "-d", "sample", remote]] if remote else []
     if endpoint:
         remote_cmds = [
             ["dvc", "remote", "add", "-d", "team", remote],
             ["dvc", "remote", "modify", "team", "endpointurl", endpoint],
         ]
-    for cmd in (*remote_cmds, ["dvc", "add", "-q", "data"], ["dvc", "push", "-q"]):
+    push = ["dvc", "push", "-q", *([] if remote else ["-r", "sample"])]  # a given remote is the default now
+    for cmd in (*remote_cmds, ["dvc", "add", "-q", "data"], push):
         run(cmd, cwd=dest, **env)
     git_commit(dest, "tiny origin")
     return dest

@@ -16,7 +16,7 @@ root, gets a folder of its own that it removes). Tests use the fixtures only:
 | ``visionops_ui`` | function | a factory: `visionops ui` in a project, answering /health |
 | ``serve_model`` | function | a factory: `mlflow models serve` of a model URI, answering /ping |
 | ``prefect_pipeline`` | module | Prefect server + worker, the tiny origin deployed from its prefect.yaml, MLflow |
-| ``journey_user`` | module | a new user's fresh clone and plain shell; what they start is stopped by `./run.sh down` |
+| ``tiny_user`` | module | a new user's fresh clone (tiny sample), plain shell; `./run.sh down` stops what they start |
 """
 
 from __future__ import annotations
@@ -33,10 +33,7 @@ from pathlib import Path
 
 import pytest
 from helpers import (
-    copy_checkout,
     free_port,
-    git_commit,
-    git_init,
     mark_project,
     spawn,
     stop_group,
@@ -585,7 +582,8 @@ PROJECT_VARIABLES = ("MLFLOW_", "PREFECT_", "DVC_", "VISIONOPS_", "VIRTUAL_ENV",
 
 
 class User:
-    """A fresh clone of this working tree and a plain shell to type the README's commands into.
+    """A fresh clone of ``origin`` (a repository like this checkout: :func:`helpers.tiny_origin`) and a plain shell
+    to type the README's commands into.
 
     Nothing is injected: no venv on PATH, no MLflow, Prefect or DVC setting. The user has a home folder of its own
     (so the default DVC remote under ``~`` is the test's) and keeps the machine's login environment (certificates,
@@ -593,14 +591,8 @@ class User:
     variables the README documents.
     """
 
-    def __init__(self, base: Path, origin: Path | None = None) -> None:
-        """``origin``: the repository to clone (default: a copy of this checkout, committed)."""
+    def __init__(self, base: Path, origin: Path) -> None:
         self.home, self.clone = base / "home", base / "clone"
-        if origin is None:
-            origin = base / "origin"
-            copy_checkout(origin)
-            git_init(origin)
-            git_commit(origin, "origin")
         self.home.mkdir()
         (self.home / ".gitconfig").write_text("[user]\n\tname = A User\n\temail = user@localhost\n")
         # The machine's login environment (certificates, package mirrors) minus anything of the project or its tests.
@@ -628,18 +620,11 @@ class User:
 
 
 @pytest.fixture(scope="module")
-def journey_user(tmp_path_factory: pytest.TempPathFactory) -> Iterator[User]:
-    """A new user with a fresh clone; whatever the journey started is stopped with the README's `./run.sh down`."""
-    walker = User(tmp_path_factory.mktemp("journey"))
-    yield walker
-    walker.shell("./run.sh down", timeout=180)
-
-
-@pytest.fixture(scope="module")
 def tiny_user(tmp_path_factory: pytest.TempPathFactory) -> Iterator[User]:
-    """A new user whose repository is this checkout with a tiny generated dataset (36 images of 48 px, 1+1 epochs)
-    on a local DVC remote: for journeys that train many times. The stack is stopped with `./run.sh down`."""
-    base = tmp_path_factory.mktemp("tiny-journey")
-    walker = User(base, tiny_origin(base / "origin", str(base / "dvc-remote")))
+    """A new user with a fresh clone of this checkout whose sample is a tiny generated dataset (36 images of 48 px,
+    1+1 epochs at 32 px), kept as the real one is (the in-repo DVC remote, .dvc/config as committed): the README's
+    journeys, which train many times. Whatever they started is stopped with the README's `./run.sh down`."""
+    base = tmp_path_factory.mktemp("journey")
+    walker = User(base, tiny_origin(base / "origin"))
     yield walker
     walker.shell("./run.sh down", timeout=180)

@@ -151,7 +151,10 @@ def running(stack: Stack) -> bool:
 
 
 def _port_free(port: int) -> bool:
+    """Whether a server could listen on ``port`` now: nothing listens there (connections a stopped server left in
+    TIME_WAIT, for a minute after `down`, do not count: the servers set SO_REUSEADDR too)."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((HOST, port))
         except OSError:
@@ -367,6 +370,11 @@ def deploy(stack: Stack, args: list[str]) -> None:
     prefect(stack, ["variable", "set", "--overwrite", "visionops_repo", repo])
     prefect(stack, ["variable", "set", "--overwrite", "visionops_branch", branch])
     for pool in (POOL, CONTROL_POOL):
-        if prefect(stack, ["work-pool", "inspect", pool], check=False, quiet=True):
-            prefect(stack, ["work-pool", "create", pool, "--type", "process"])
+        inspect, create = ["work-pool", "inspect", pool], ["work-pool", "create", pool, "--type", "process"]
+        if not prefect(stack, inspect, check=False, quiet=True):
+            continue
+        # The stack's workers create their pools as they start, which `up` does not wait for: the pool may appear
+        # between the two commands, so a failed create counts only if it is still missing (then again, out loud).
+        if prefect(stack, create, check=False, quiet=True) and prefect(stack, inspect, check=False, quiet=True):
+            prefect(stack, create)
     prefect(stack, ["--no-prompt", "deploy", "--name", "training-pipeline/local", "--name", "sweep/local", *args])

@@ -50,3 +50,21 @@ def test_up_refuses_a_taken_port_and_names_the_option(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert f"port {port} on 127.0.0.1 is in use" in done.stderr and "--mlflow-port" in done.stderr, done.stderr
     assert not (tmp_path / ".stack" / "supervisord.pid").exists(), "nothing was started"
+
+
+def test_a_port_a_stopped_server_closed_connections_on_is_free() -> None:
+    """`down` then `up` at once: the servers' closed connections wait in TIME_WAIT for a minute, which is no reason to
+    refuse their port (the README's sweep restarts the journey's stack with two workers)."""
+    from visionops.stack import _port_free
+
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn (MLflow's, Prefect's) does
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            served, _ = listener.accept()
+            served.close()  # the server closes first, as an HTTP server does: its side waits in TIME_WAIT
+            client.recv(1)
+        assert not _port_free(port), "a listening port is taken"
+    assert _port_free(port)
