@@ -10,8 +10,17 @@ import pytest
 pytest_plugins = ["servers"]
 
 
+LONG_FIRST = ("e2e", "model")  # the folders whose files take minutes each
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skip `gpu` tests on machines without a GPU (CI, laptops); they run where one is visible."""
+    """Order the files long ones first; skip `gpu` tests on machines without a GPU (CI, laptops).
+
+    xdist hands out whole files in this order (pyproject's addopts), so the minutes-long end-to-end and model files
+    start at once on both workers and the short ones fill in at the end. A stable sort: the order within a file stays.
+    """
+    rank = {folder: i for i, folder in enumerate(LONG_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.parent.name, len(rank)))
     if not any(item.get_closest_marker("gpu") for item in items):
         return
     import tensorflow as tf

@@ -31,7 +31,7 @@ from visionops.split import split
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 TRAIN = """
 train: {{image_size: 32, weights: null, batch_size: 8, workers: 1, seed: {seed}, head: {{epochs: 1}},
-        finetune: {{epochs: {epochs}}}, task: {task}}}
+        finetune: {{epochs: {epochs}, unfreeze_blocks: 1}}, task: {task}}}
 augment: []
 tracking: {{experiment: registry-test}}
 """

@@ -17,7 +17,8 @@ from visionops.tracking import LOGGED_EVALUATION, LOGGED_TRAINING, MODEL_URI_TAG
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 PARAMS = """
-train: {image_size: 32, weights: null, batch_size: 8, workers: 1, head: {epochs: 1}, finetune: {epochs: 2}}
+train: {image_size: 32, weights: null, batch_size: 8, workers: 1, head: {epochs: 1},
+       finetune: {epochs: 2, unfreeze_blocks: 1}}
 augment: [{name: HorizontalFlip, p: 0.5}]
 tracking: {experiment: tracking-test}
 """
