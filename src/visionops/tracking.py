@@ -13,9 +13,11 @@ import json
 import logging
 import os
 import platform
+import random
 import shutil
 import subprocess
 import tempfile
+import time
 import urllib.parse
 import urllib.request
 import warnings
@@ -323,7 +325,27 @@ def _log_datasets(root: Path, split_dir: Path) -> None:
         digest = info.sha256[f"{side}.csv"][:32]
         datasets.append(from_pandas(frame, source=str(root / "data"), name=f"data-{side}", digest=digest))
         contexts.append(context)
-    mlflow.log_inputs(datasets=datasets, contexts=contexts, tags_list=[None] * len(datasets))
+    _log_inputs(datasets, contexts)
+
+
+def _log_inputs(datasets: list[Dataset | None], contexts: list[str | None], attempts: int = 5) -> None:
+    """``mlflow.log_inputs`` into the active run, again when a concurrent run inserted the same dataset first.
+
+    MLflow's SQL store looks each dataset up by (experiment, name, digest) and inserts the missing ones in one
+    transaction, so runs logging the same split at once (a sweep's trials, trainings sharing a team server) can both
+    find it missing, and the later insert fails on the unique key (PostgreSQL: ``duplicate key value violates unique
+    constraint "dataset_pk"``; SQLite: ``UNIQUE constraint failed``): the run would lose its model and be left
+    half-logged. The failed transaction wrote nothing, and a retry finds the dataset and only links it to the run.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            mlflow.log_inputs(datasets=datasets, contexts=contexts, tags_list=[None] * len(datasets))
+            return
+        except mlflow.exceptions.MlflowException as exc:
+            if attempt == attempts or "unique constraint" not in str(exc).lower():
+                raise
+            log.info("dataset inputs raced another run's (%s); logging them again", exc.error_code)
+            time.sleep(0.2 * attempt * (1 + random.random()))  # jitter: racing runs do not retry in lockstep
 
 
 def log_training(client: MlflowClient, run_id: str, params: Params, root: Path, artifacts: Path) -> str:
