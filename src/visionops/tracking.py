@@ -49,6 +49,13 @@ log = logging.getLogger(__name__)
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
+# A server proxying an S3 artifact store (`--serve-artifacts`, the team stack) tells MLflow 3 clients to download
+# (and upload large files) straight from S3 with presigned URLs. Those URLs name the server's own S3 endpoint
+# (compose: http://minio:9000), which laptops and workers on other hosts cannot resolve, and the stack promises that
+# clients need nothing but MLFLOW_TRACKING_URI: every transfer goes through the tracking server. A value exported by
+# the user wins.
+os.environ.setdefault("MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD", "false")
+os.environ.setdefault("MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD", "false")
 
 LOGGED_TRAINING, LOGGED_EVALUATION = "visionops.logged.training", "visionops.logged.evaluation"
 MODEL_URI_TAG = "visionops.model_uri"
