@@ -16,6 +16,7 @@ root, gets a folder of its own that it removes). Tests use the fixtures only:
 | ``visionops_ui`` | function | a factory: `visionops ui` in a project, answering /health |
 | ``serve_model`` | function | a factory: `mlflow models serve` of a model URI, answering /ping |
 | ``prefect_pipeline`` | module | Prefect server + worker, the tiny origin deployed from its prefect.yaml, MLflow |
+| ``auth_prefect_server`` | module | a Prefect server requiring basic auth (PREFECT_SERVER_API_AUTH_STRING) |
 | ``tiny_user`` | module | a new user's fresh clone (tiny sample), plain shell; `./run.sh down` stops what they start |
 """
 
@@ -439,7 +440,7 @@ class PrefectStack:
     """
 
     def __init__(
-        self, home: Path, mlflow_uri: str, database_url: str | None = None, env: dict[str, str] | None = None
+        self, home: Path, mlflow_uri: str | None, database_url: str | None = None, env: dict[str, str] | None = None
     ) -> None:
         self.port = free_port()
         self.api = f"http://127.0.0.1:{self.port}/api"
@@ -529,6 +530,23 @@ class PrefectStack:
             if len(page) < 200:
                 return "\n".join(texts)
             offset += 200
+
+
+PREFECT_AUTH_STRING = "visionops:test-only-prefect-password"  # a throwaway server's credentials, never real ones
+
+
+@pytest.fixture(scope="module")
+def auth_prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectStack]:
+    """A Prefect server that requires basic auth, as compose.yaml runs it: the server gets
+    PREFECT_SERVER_API_AUTH_STRING (``server.auth_string``); ``server.env`` is a client's environment *without*
+    PREFECT_API_AUTH_STRING (add it to be let in)."""
+    stack = PrefectStack(tmp_path_factory.mktemp("prefect-auth"), None)
+    stack.server_env["PREFECT_SERVER_API_AUTH_STRING"] = PREFECT_AUTH_STRING
+    stack.auth_string = PREFECT_AUTH_STRING
+    try:
+        yield stack.start()
+    finally:
+        stack.stop()
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ import base64
 import hashlib
 import json
 import os
+import subprocess
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -18,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from corpus import good_jpeg, write
-from helpers import cli, run
+from helpers import cli, run, venv_tool
 
 from visionops.config import ConfigError, parse_params
 from visionops.contracts import ModelInfo, SplitInfo
@@ -110,10 +111,17 @@ def _logged_stage_outputs(root: Path) -> Path:
     return artifacts
 
 
-def _status(url: str, user: str | None = None, password: str | None = None) -> int:
-    request = urllib.request.Request(url)
+def _status(
+    url: str, user: str | None = None, password: str | None = None, body: dict | None = None, header: str = ""
+) -> int:
+    """The HTTP status of a GET (a POST of ``body`` as JSON) with basic auth ``user:password`` or a raw
+    Authorization ``header``."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
     if user:
-        request.add_header("Authorization", "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode())
+        header = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+    if header:
+        request.add_header("Authorization", header)
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.status
@@ -127,6 +135,30 @@ def test_basic_auth_refuses_strangers(auth_mlflow_server) -> None:
     assert _status(url) == 401
     assert _status(url, "admin", "wrong") == 401
     assert _status(url, "admin", auth_mlflow_server.admin_password) == 200
+
+
+@pytest.mark.slow  # a real Prefect server, and the prefect CLI twice
+def test_prefect_basic_auth_refuses_strangers(auth_prefect_server) -> None:
+    """The team's Prefect server (compose.yaml: PREFECT_SERVER_API_AUTH_STRING) answers only clients that send the
+    same user:password (PREFECT_API_AUTH_STRING); its health probe stays open for the container's healthcheck."""
+    api, (user, password) = auth_prefect_server.api, auth_prefect_server.auth_string.split(":", 1)
+    assert _status(f"{api}/health") == 200, "the unauthenticated health probe (compose's healthcheck)"
+    for path, body in (("admin/version", None), ("flow_runs/filter", {"limit": 1}), ("work_pools/filter", {})):
+        url = f"{api}/{path}"
+        assert _status(url, body=body) == 401, f"{path}: no credentials"
+        assert _status(url, user, "wrong-password", body=body) == 401, f"{path}: wrong password"
+        assert _status(url, "someone", password, body=body) == 401, f"{path}: wrong user"
+        assert _status(url, body=body, header="Bearer " + password) == 401, f"{path}: not basic auth"
+        assert _status(url, user, password, body=body) == 200, f"{path}: the right credentials"
+    # The real client (CLI, workers, flow runs) with and without PREFECT_API_AUTH_STRING.
+    prefect = [venv_tool("prefect"), "work-pool", "create", "auth-pool", "--type", "process"]
+    env = auth_prefect_server.env
+    refused = subprocess.run(prefect, env=env, capture_output=True, text=True, timeout=300)
+    assert refused.returncode != 0 and "401" in refused.stdout + refused.stderr, refused.stdout + refused.stderr
+    let_in = {**env, "PREFECT_API_AUTH_STRING": auth_prefect_server.auth_string}
+    created = subprocess.run(prefect, env=let_in, capture_output=True, text=True, timeout=300)
+    assert created.returncode == 0, created.stdout + created.stderr
+    assert _status(f"{api}/work_pools/auth-pool", user, password) == 200
 
 
 @pytest.mark.slow  # real servers or processes killed mid-write: tens of seconds

@@ -102,6 +102,17 @@ def test_prefect_server_uses_postgres_with_asyncpg(services: dict[str, dict]) ->
     assert "CREATE DATABASE mlflow OWNER mlflow" in init and "CREATE DATABASE prefect OWNER prefect" in init
 
 
+def test_prefect_server_requires_basic_auth_and_workers_send_it(services: dict[str, dict]) -> None:
+    """The server refuses requests without user:password (Prefect 3's basic auth); each worker sends the same one.
+    tests/reliability/test_security.py checks a real server started this way refuses strangers."""
+    server = services["prefect-server"]["environment"]["PREFECT_SERVER_API_AUTH_STRING"]
+    required = "${PREFECT_AUTH_PASSWORD:?set PREFECT_AUTH_PASSWORD in .env (see .env.example)}"
+    assert server == "${PREFECT_AUTH_USERNAME:-admin}:" + required
+    for worker in ("cpu-worker", "gpu-worker"):
+        assert services[worker]["environment"]["PREFECT_API_AUTH_STRING"] == server, worker
+    assert "PREFECT_API_AUTH_STRING" not in services["mlflow"]["environment"], "only Prefect's clients get it"
+
+
 def test_workers_poll_prefect_yaml_pools_and_reach_the_servers(services: dict[str, dict]) -> None:
     deployments = yaml.safe_load((REPO / "prefect.yaml").read_text())["deployments"]
     # The sweep's own "local" deployment runs on the control pool of ./run.sh up, not on compose's workers.
