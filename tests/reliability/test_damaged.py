@@ -1,4 +1,4 @@
-"""Corrupted data: a damaged model.keras.
+"""Corrupted data: a damaged model.keras, a damaged disk-cache file.
 
 Each damage is made the way it happens: a file cut short (a copy or a download interrupted, a full disk) or one
 byte flipped (bit rot, a bad disk, a bad transfer). What is checked: the damage is found before anything uses the
@@ -7,10 +7,13 @@ file, the user is told what to do, and nothing downstream is written from the da
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
+from corpus import good_class
 from helpers import cli, run, tiny_params, tiny_project
 
 pytestmark = [pytest.mark.e2e]
@@ -95,3 +98,42 @@ def test_damaged_model_is_refused_with_the_fix(trained_project: Path, damage: st
     if damage == "truncated":  # (once is enough: the restored file is the same in both cases)
         run(cli("evaluate", "--out", str(tmp_path / "ev")), cwd=project)
         assert (tmp_path / "ev/metrics.json").is_file()
+
+
+# --- A damaged disk-cache file -----------------------------------------------------------------------------------
+
+CACHE_REASONS = {"truncated": "truncated", "flipped": "its bytes changed", "no_checksum": "no checksum file"}
+
+
+@pytest.mark.parametrize("damage", CACHE_REASONS)
+def test_damaged_disk_cache_is_decoded_again(tmp_path: Path, damage: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A disk cache (train.cache: disk) cut short, with a flipped pixel byte, or without the checksum its fill writes
+    last (a fill killed between the two) is never read: it is decoded again, with a warning saying why."""
+    from visionops.cache import cache_damage, cache_images, checksum_file
+
+    paths = good_class(tmp_path / "data", "ant", 5)
+    decoded = cache_images(paths, 40)  # in memory: what the images really are
+    folder = tmp_path / "cache"
+    cache_images(paths, 40, cache_dir=folder)
+    (target,) = folder.glob("*.npy")
+    assert cache_damage(target, decoded.shape) is None and checksum_file(target).is_file()
+    intact = target.stat().st_ino
+    assert np.array_equal(cache_images(paths, 40, cache_dir=folder), decoded)
+    assert target.stat().st_ino == intact, "an intact cache is read as it is, not written again"
+
+    if damage == "no_checksum":
+        checksum_file(target).unlink()
+    else:  # (in place, as a disk error would: the same file, other bytes)
+        with target.open("r+b") as f:
+            damaged = DAMAGE[damage](f.read())
+            f.seek(0)
+            f.truncate()
+            f.write(damaged)
+    assert CACHE_REASONS[damage] in (cache_damage(target, decoded.shape) or ""), cache_damage(target, decoded.shape)
+    with caplog.at_level(logging.WARNING, logger="visionops.cache"):
+        again = cache_images(paths, 40, cache_dir=folder)
+    print(caplog.text)
+    assert f"disk cache {target} is not usable" in caplog.text and CACHE_REASONS[damage] in caplog.text
+    assert np.array_equal(again, decoded), "the rebuilt cache holds the decoded images, not the damaged bytes"
+    assert cache_damage(target, decoded.shape) is None
+    assert sorted(p.name for p in folder.iterdir()) == [target.name, checksum_file(target).name], "no temp left"
