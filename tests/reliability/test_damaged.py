@@ -1,4 +1,4 @@
-"""Corrupted data: a damaged model.keras, a damaged disk-cache file.
+"""Corrupted data: a damaged model.keras, a damaged disk-cache file, a damaged DVC object (cache or remote).
 
 Each damage is made the way it happens: a file cut short (a copy or a download interrupted, a full disk) or one
 byte flipped (bit rot, a bad disk, a bad transfer). What is checked: the damage is found before anything uses the
@@ -7,6 +7,7 @@ file, the user is told what to do, and nothing downstream is written from the da
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from corpus import good_class
-from helpers import cli, run, tiny_params, tiny_project
+from helpers import cli, md5s, run, tiny_origin, tiny_params, tiny_project
 
 pytestmark = [pytest.mark.e2e]
 TRAIN_PARAMS = "train: {image_size: 32, weights: null, batch_size: 8, workers: 1, finetune: {epochs: 1}}\n"
@@ -137,3 +138,98 @@ def test_damaged_disk_cache_is_decoded_again(tmp_path: Path, damage: str, caplog
     assert np.array_equal(again, decoded), "the rebuilt cache holds the decoded images, not the damaged bytes"
     assert cache_damage(target, decoded.shape) is None
     assert sorted(p.name for p in folder.iterdir()) == [target.name, checksum_file(target).name], "no temp left"
+
+
+# --- A damaged object in the DVC remote --------------------------------------------------------------------------
+
+
+def _object(store: Path, md5: str) -> Path:
+    """Where a DVC 3 cache or remote folder keeps the object ``md5``."""
+    return store / "files" / "md5" / md5[:2] / md5[2:]
+
+
+@pytest.mark.slow  # a tiny project generated, pushed and pulled: tens of seconds
+def test_damaged_remote_object_is_refused_and_named(tmp_path: Path) -> None:
+    """A byte flipped in one object of the remote: `visionops pull-data` (dvc pull, `verify = true` as .dvc/config
+    sets it) refuses it, data/ gets no damaged file, the message names the file and the repair; after the repair
+    (the object and the listing deleted from the remote, pushed again from an intact cache: with the listing there,
+    a push skips its files, damaged or not) the pull is byte-identical."""
+    origin = tiny_origin(tmp_path / "origin")  # pushed to the in-repo remote `sample`, .dvc/config as committed
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(origin), str(clone)], cwd=tmp_path)
+    expected = md5s(origin / "data")
+    listing_md5 = yaml_md5(origin / "data.dvc")
+    listing = json.loads(_object(origin / ".dvc/cache", listing_md5).read_text())
+    victim = sorted(listing, key=lambda e: e["relpath"])[0]
+    remote_copy = _object(clone / "dvc-remote", victim["md5"])
+    remote_copy.chmod(0o644)
+    remote_copy.write_bytes(_flipped(remote_copy.read_bytes()))
+
+    failed = run(cli("pull-data"), cwd=clone, check=False)
+    message = " ".join(failed.stderr.split())
+    print(f"pull-data from a damaged remote: exit {failed.returncode}: {message[-900:]}")
+    assert failed.returncode == 1 and "Traceback" not in failed.stderr, failed.stderr
+    key = f"files/md5/{victim['md5'][:2]}/{victim['md5'][2:]}"
+    listing_key = f"files/md5/{listing_md5[:2]}/{listing_md5[2:]}"
+    for part in (f"{victim['relpath']} ({victim['md5']})", "damaged copies", key, listing_key, "dvc push data.dvc"):
+        assert part in message, (part, message)
+    pulled = md5s(clone / "data") if (clone / "data").is_dir() else {}
+    assert all(expected[path] == md5 for path, md5 in pulled.items()), "no damaged file reached data/"
+    assert victim["relpath"] not in pulled
+
+    # The repair the message gives: delete the damaged object and the listing, push from an intact cache.
+    for name in (key, listing_key):
+        (clone / "dvc-remote" / name).unlink()
+    run(["dvc", "remote", "add", "clone-remote", str(clone / "dvc-remote")], cwd=origin)
+    run(["dvc", "push", "-q", "-r", "clone-remote", "data.dvc"], cwd=origin)
+    run(cli("pull-data"), cwd=clone)
+    assert md5s(clone / "data") == expected, "every file whole after the repair"
+
+
+@pytest.mark.slow  # a tiny project generated, pushed and pulled: tens of seconds
+def test_damaged_cache_object_checked_out_is_refused_by_validate(tmp_path: Path) -> None:
+    """A byte flipped in an object of the local DVC cache: `dvc checkout` copies it into data/ with exit 0 (DVC does
+    not hash the cache objects it checks out); `visionops validate`, the first stage, refuses the file naming the
+    object and the repair, and writes nothing; after the repair all is whole."""
+    origin = tiny_origin(tmp_path / "origin")
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(origin), str(clone)], cwd=tmp_path)
+    run(cli("pull-data"), cwd=clone)
+    expected = md5s(clone / "data")
+    listing = json.loads(_object(clone / ".dvc/cache", yaml_md5(clone / "data.dvc")).read_text())
+    victim = sorted(listing, key=lambda e: e["relpath"])[0]
+    cached, checked_out = _object(clone / ".dvc/cache", victim["md5"]), clone / "data" / victim["relpath"]
+    cached.chmod(0o644)
+    cached.write_bytes(_flipped(cached.read_bytes()))
+    checked_out.unlink()
+
+    checkout = run(["dvc", "checkout", "data.dvc"], cwd=clone, check=False)
+    said = " ".join((checkout.stdout + checkout.stderr).split())
+    print(f"dvc checkout from a damaged cache: exit {checkout.returncode}: {said}")
+    assert md5s(clone / "data")[victim["relpath"]] != victim["md5"], "DVC checked out the damaged bytes"
+
+    failed = run(cli("validate"), cwd=clone, check=False)
+    message = " ".join(failed.stderr.split())
+    print(f"validate on them: exit {failed.returncode}: {message}")
+    assert failed.returncode == 1 and "Traceback" not in failed.stderr, failed.stderr
+    shown = f"data/{victim['relpath']} (cache object {cached.relative_to(clone)}"
+    for part in (shown, f"named {victim['md5']}", "dvc pull"):
+        assert part in message, (part, message)
+    assert not (clone / "artifacts/validate/manifest.csv").exists(), "nothing written from the damaged bytes"
+    status = run(["dvc", "status", "data.dvc"], cwd=clone, check=False)  # (it hashes the object: its mtime changed)
+    print(
+        f"dvc status then: exit {status.returncode}: {' '.join(status.stdout.split())}; object kept: {cached.exists()}"
+    )
+
+    cached.unlink(missing_ok=True)  # the repair the message gives: delete the object and the file, pull again
+    checked_out.unlink()
+    run(cli("pull-data"), cwd=clone)  # (`dvc pull -r sample data.dvc`: the embedded sample's remote)
+    assert md5s(clone / "data") == expected
+    run(cli("validate"), cwd=clone)
+
+
+def yaml_md5(dvc_file: Path) -> str:
+    """The md5 of the (only) output a .dvc file records."""
+    import yaml
+
+    return yaml.safe_load(dvc_file.read_text())["outs"][0]["md5"]
