@@ -126,7 +126,7 @@ def _fill(target: Path, paths: Sequence[Path], side: int, shape: tuple[int, ...]
     descr = np.lib.format.dtype_to_descr(np.dtype(np.uint8))
     np.lib.format.write_array_header_1_0(header, {"descr": descr, "fortran_order": False, "shape": shape})
     size = len(header.getvalue()) + int(np.prod(shape))
-    then = "or use `train.cache: memory` if the images fit in memory; nothing half-written was kept: run it again"
+    then = "or set `train.cache: memory` if the images fit in memory. Nothing half-written was kept: run it again"
     with disk_room(Path(target).parent, size, "the disk cache (train.cache: disk)", then):
         with atomic_path(target) as tmp, tmp.open("wb") as f:
             f.write(header.getvalue())

@@ -11,6 +11,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 from visionops.errors import UserError
@@ -149,38 +150,40 @@ def human_bytes(count: float) -> str:
     raise AssertionError("unreachable")
 
 
-@contextlib.contextmanager
-def disk_room(folder: Path, need: int | None, what: str, then: str = "then run the command again") -> Iterator[None]:
+class disk_room(contextlib.AbstractContextManager):  # (lower case: used like a function, `with disk_room(...):`)
     """Fail early, and clearly, when the disk holding ``folder`` has no room for ``what``.
 
     With ``need`` (bytes) the free space is checked first, before any work; a disk that fills up anyway (other
     writers, an estimate too low) is turned into the same kind of error, naming the folder, instead of an OS error
     without a path or a library's traceback. The writers inside clean up after themselves (:func:`atomic_path`).
 
+    HDF5 (Keras weights files) keeps a file it failed to write open; the command line exits without the interpreter's
+    cleanup after this error (``visionops.cli.common``), where h5py's retry of that write crashed the process.
+
     Raises:
         DiskFullError: not enough room, before or during the work inside.
     """
-    folder = Path(folder)
 
-    def error(during: bool) -> DiskFullError:
-        free = free_bytes(folder)
-        needs = f"needs about {human_bytes(need)}, " if need is not None else ""
+    def __init__(self, folder: Path, need: int | None, what: str, then: str = "then run the command again") -> None:
+        self.folder, self.need, self.what, self.then = Path(folder), need, what, then
+
+    def error(self, during: bool) -> DiskFullError:
+        free = free_bytes(self.folder)
+        needs = f"needs about {human_bytes(self.need)}, " if self.need is not None else ""
         state = "filled up while writing" if during else "has too little room"
         return DiskFullError(
-            f"no space left for {what} in {folder}: the disk {state} ({needs}{human_bytes(free)} free now). "
-            f"Free space there, or point it at a larger disk; {then}."
+            f"no space left for {self.what} in {self.folder}: the disk {state} ({needs}{human_bytes(free)} free "
+            f"now). Free space there, or point it at a larger disk; {self.then}."
         )
 
-    if need is not None and free_bytes(folder) < need:
-        raise error(during=False)
-    try:
-        yield
-    except DiskFullError:
-        raise
-    except Exception as exc:
-        if is_disk_full(exc):
-            raise error(during=True) from exc
-        raise
+    def __enter__(self) -> None:
+        if self.need is not None and free_bytes(self.folder) < self.need:
+            raise self.error(during=False)
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if exc is None or isinstance(exc, DiskFullError) or not is_disk_full(exc):
+            return
+        raise self.error(during=True) from exc
 
 
 def atomic_write_text(path: Path, text: str) -> None:

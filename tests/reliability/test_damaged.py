@@ -140,6 +140,32 @@ def test_damaged_disk_cache_is_decoded_again(tmp_path: Path, damage: str, caplog
     assert sorted(p.name for p in folder.iterdir()) == [target.name, checksum_file(target).name], "no temp left"
 
 
+# --- A torn per-epoch backup --------------------------------------------------------------------------------------
+
+
+def test_unreadable_backup_is_dropped_so_the_stage_starts_again(tmp_path: Path) -> None:
+    """Keras writes its per-epoch backup in place: one cut short by a full disk or a kill made every rerun fail
+    (`Unable to synchronously open file`). A backup that cannot be read whole is removed before Keras loads it (the
+    stage starts again); an intact one is kept. (tests/reliability/test_disk_full.py shows it on a real full disk.
+    A flipped byte inside the weights is not found: HDF5 keeps no checksum of raw data.)"""
+    import h5py
+
+    from visionops.fitting import drop_unreadable_backup
+
+    backup = tmp_path / "stage1-backup"
+    backup.mkdir()
+    with h5py.File(backup / "latest.weights.h5", "w") as f:
+        f["layers/dense/vars/0"] = np.arange(50_000, dtype="float32")
+    (backup / "training_metadata.json").write_text('{"epoch": 1}')
+    drop_unreadable_backup(backup, 1)
+    assert (backup / "latest.weights.h5").is_file(), "an intact backup is kept"
+
+    weights = backup / "latest.weights.h5"
+    weights.write_bytes(_truncated(weights.read_bytes()))
+    drop_unreadable_backup(backup, 1)
+    assert not backup.exists(), "a torn backup is removed with its metadata: the stage starts again"
+
+
 # --- A damaged object in the DVC remote --------------------------------------------------------------------------
 
 
