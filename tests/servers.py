@@ -211,9 +211,20 @@ class PostgresServer:
             raise RuntimeError(f"initdb exited {done.returncode}: {done.stdout}{done.stderr}")
 
     def start(self, timeout: float = 60) -> PostgresServer:
+        self._init()
+        return self._run(timeout)
+
+    def restart(self, down_s: float = 0, timeout: float = 60) -> None:
+        """Stop the server (fast shutdown: clients are cut off) and start it again on the same port and data, as a
+        database host's restart does; ``down_s`` seconds in between."""
+        stop_group(self.proc, signal.SIGINT)
+        time.sleep(down_s)
+        self._run(timeout)
+
+    def _run(self, timeout: float) -> PostgresServer:
         import psycopg2
 
-        self._init()
+        assert self.root is not None
         log = open(self.root / "server.log", "ab")  # noqa: SIM115 - kept open for the process's lifetime
         # fsync off: a test database is thrown away, durability only costs time here.
         cmd = [str(self.bin / "postgres"), "-D", str(self.root / "data"), "-p", str(self.port), "-k", str(self.root)]

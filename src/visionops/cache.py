@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import io
+import json
 import logging
 import os
 import threading
+import zlib
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-from visionops.files import atomic_path
+from visionops.files import atomic_path, disk_room, write_json
 from visionops.preprocess import PIXELS_VERSION, load_square
 from visionops.progress import track
 
@@ -85,7 +88,8 @@ def cache_images(paths: Sequence[Path], side: int, cache_dir: Path | None = None
         side: cached side, slightly above the training size so random crops have room.
         cache_dir: None keeps the array in memory; a folder keeps it as a .npy file there, named by a hash of the
             paths, side and ``PIXELS_VERSION``, which later runs (and resumed runs) memory-map instead of decoding
-            again. The file is written chunk by chunk, so the whole array is never in this process's memory.
+            again. The file is written chunk by chunk, so the whole array is never in this process's memory, and
+            checked before it is used (:func:`cache_damage`): a damaged file is decoded again, never read.
         workers: decoding threads (OpenCV releases the GIL).
     """
     shape = (len(paths), side, side, 3)
@@ -98,13 +102,75 @@ def cache_images(paths: Sequence[Path], side: int, cache_dir: Path | None = None
     key = hashlib.sha256(key.encode()).hexdigest()[:16]
     target = Path(cache_dir) / f"images-{side}px-{key}.npy"
     if not target.is_file():
-        # Complete or absent: a killed run never leaves half a cache. (np.save's format, without the whole array.)
-        with atomic_path(target) as tmp, tmp.open("wb") as f:
-            header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False, "shape": shape}
-            np.lib.format.write_array_header_1_0(f, header)
-            for _, chunk in _decoded(paths, side, workers):
-                chunk.tofile(f)
+        _fill(target, paths, side, shape, workers)
+    elif (damage := cache_damage(target, shape)) is not None:
+        log.warning("disk cache %s is not usable (%s): decoding the images again", target, damage)
+        _fill(target, paths, side, shape, workers)
     return np.load(target, mmap_mode="r")
+
+
+def checksum_file(target: Path) -> Path:
+    """The file beside a disk cache ``target`` holding its size and CRC-32, written once the fill is complete."""
+    return target.with_name(f"{target.name}.json")
+
+
+def _fill(target: Path, paths: Sequence[Path], side: int, shape: tuple[int, ...], workers: int) -> None:
+    """Decode ``paths`` into ``target`` (np.save's format, without the whole array in memory), then its checksum.
+
+    Complete or absent: a killed or failed fill never leaves half a cache under the final name, and a cache without
+    its checksum file is never used. A full disk is checked before the first image is decoded and named if it
+    fills up anyway.
+    """
+    checksum_file(target).unlink(missing_ok=True)
+    header = io.BytesIO()
+    descr = np.lib.format.dtype_to_descr(np.dtype(np.uint8))
+    np.lib.format.write_array_header_1_0(header, {"descr": descr, "fortran_order": False, "shape": shape})
+    size = len(header.getvalue()) + int(np.prod(shape))
+    then = "or set `train.cache: memory` if the images fit in memory. Nothing half-written was kept: run it again"
+    with disk_room(Path(target).parent, size, "the disk cache (train.cache: disk)", then):
+        with atomic_path(target) as tmp, tmp.open("wb") as f:
+            f.write(header.getvalue())
+            crc = zlib.crc32(header.getvalue())
+            for _, chunk in _decoded(paths, side, workers):
+                crc = zlib.crc32(np.ascontiguousarray(chunk).data, crc)
+                chunk.tofile(f)
+        write_json(checksum_file(target), {"bytes": size, "crc32": crc, "shape": list(shape)})
+
+
+def cache_damage(target: Path, shape: tuple[int, ...]) -> str | None:
+    """Why the disk cache ``target`` must not be used, or None when it is whole.
+
+    Checked once per training (not per epoch): the header's shape and dtype against the images asked for, the file's
+    size against the header, then the CRC-32 of every byte against the one written at the end of the fill (one read
+    of the file, about a second per GB here; a damaged cache costs one decoding pass, never a silent result).
+    """
+    try:
+        expected = json.loads(checksum_file(target).read_text())
+        expected_bytes, expected_crc = int(expected["bytes"]), int(expected["crc32"])
+    except FileNotFoundError:
+        return "no checksum file beside it: its fill did not finish, or an older visionops wrote it"
+    except (ValueError, KeyError, TypeError):
+        return f"its checksum file {checksum_file(target).name} is unreadable"
+    try:
+        with target.open("rb") as f:
+            if np.lib.format.read_magic(f) != (1, 0):
+                return "not an .npy file of format 1.0"
+            header_shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+            data_start = f.tell()
+            if tuple(header_shape) != tuple(shape) or fortran or dtype != np.uint8:
+                return f"its header says {dtype} {tuple(header_shape)}, not uint8 {tuple(shape)}"
+            size = os.fstat(f.fileno()).st_size
+            if size != data_start + int(np.prod(shape)) or size != expected_bytes:
+                return f"{size} bytes where the header and checksum file say {expected_bytes}: truncated or extended"
+            f.seek(0)
+            crc = 0
+            while block := f.read(1 << 24):
+                crc = zlib.crc32(block, crc)
+    except ValueError as exc:  # (numpy: a header it cannot parse)
+        return f"unreadable header ({exc})"
+    if crc != expected_crc:
+        return f"CRC-32 {crc:08x} where the fill wrote {expected_crc:08x}: its bytes changed on disk"
+    return None
 
 
 class DecodedOnAccess:

@@ -293,3 +293,47 @@ def check_outputs(outputs: int, image_size: int | None, info: ModelInfo, source:
             f"names {len(classes)} {_names(classes)} at {info.image_size} px: the model file and classes.json come "
             "from different trainings. Keep the model.keras and classes.json of one train run together."
         )
+
+
+class DamagedModelError(UserError, ValueError):
+    """A model file is not the one train wrote (truncated, bytes changed); the message says how to get it back."""
+
+
+def check_model_file(path: Path) -> None:
+    """Insist that a ``.keras`` file is whole before anything loads or logs it.
+
+    A ``.keras`` file is a zip archive whose members carry CRC-32 checksums: reading every member (``testzip``)
+    finds a truncated file (no central directory) and any changed byte of the config or weights, at the cost of one
+    read of the file (milliseconds next to loading it). Keras itself reports a truncated file as "File not found",
+    and a changed byte as a zip error deep in its loader.
+
+    Raises:
+        DamagedModelError: the file is not a complete, unchanged archive; the message names it and the fixes.
+    """
+    import struct
+    import zipfile
+    import zlib
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+            problem = f"member {bad} fails its CRC-32 check" if bad else None
+            if problem is None and "config.json" not in archive.namelist():
+                problem = "no config.json in the archive"
+    # (what a damaged archive raises; an unreadable file's OSError passes through, naming the path)
+    except (
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        EOFError,
+        ValueError,
+        zlib.error,
+        struct.error,
+        NotImplementedError,
+    ) as exc:
+        problem = str(exc) or type(exc).__name__
+    if problem:
+        raise DamagedModelError(
+            f"{path} is damaged ({problem}): it is truncated or its bytes changed after it was written, so it was not "
+            "used. Restore it: `dvc checkout` it when DVC tracks it (the train stage's model.keras: `dvc checkout "
+            "artifacts/train/model.keras`), or train again: `dvc repro -f train` (or `visionops train`)."
+        )

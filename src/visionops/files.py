@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 from visionops.errors import UserError
@@ -104,6 +107,83 @@ def atomic_path(path: Path) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+class DiskFullError(UserError):
+    """The disk holding a stage's outputs is full; the message names the folder, the room needed and the fix."""
+
+
+DISK_FULL_TEXTS = ("No space left on device", "Disk quota exceeded", "database or disk is full")
+
+
+def is_disk_full(exc: BaseException | None) -> bool:
+    """Whether ``exc`` or an exception it was raised from is a full disk (ENOSPC, EDQUOT).
+
+    Libraries that write through C (HDF5 for Keras weights, TensorFlow's summary writers) keep only the OS's text,
+    not its errno: those are recognised by the text.
+    """
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if any(text in str(exc) for text in DISK_FULL_TEXTS):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def free_bytes(folder: Path) -> int:
+    """Free bytes on the disk that holds ``folder`` (or its nearest existing parent)."""
+    here = Path(folder).absolute()
+    while not here.exists() and here != here.parent:
+        here = here.parent
+    return shutil.disk_usage(here).free
+
+
+def human_bytes(count: float) -> str:
+    """``count`` bytes as a short figure: 812 B, 3.4 MB, 1.2 GB (powers of 1000, as df -H shows them)."""
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(count) < 1000 or unit == "TB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1000
+    raise AssertionError("unreachable")
+
+
+class disk_room(contextlib.AbstractContextManager):  # (lower case: used like a function, `with disk_room(...):`)
+    """Fail early, and clearly, when the disk holding ``folder`` has no room for ``what``.
+
+    With ``need`` (bytes) the free space is checked first, before any work; a disk that fills up anyway (other
+    writers, an estimate too low) is turned into the same kind of error, naming the folder, instead of an OS error
+    without a path or a library's traceback. The writers inside clean up after themselves (:func:`atomic_path`).
+
+    HDF5 (Keras weights files) keeps a file it failed to write open; the command line exits without the interpreter's
+    cleanup after this error (``visionops.cli.common``), where h5py's retry of that write crashed the process.
+
+    Raises:
+        DiskFullError: not enough room, before or during the work inside.
+    """
+
+    def __init__(self, folder: Path, need: int | None, what: str, then: str = "then run the command again") -> None:
+        self.folder, self.need, self.what, self.then = Path(folder), need, what, then
+
+    def error(self, during: bool) -> DiskFullError:
+        free = free_bytes(self.folder)
+        needs = f"needs about {human_bytes(self.need)}, " if self.need is not None else ""
+        state = "filled up while writing" if during else "has too little room"
+        return DiskFullError(
+            f"no space left for {self.what} in {self.folder}: the disk {state} ({needs}{human_bytes(free)} free "
+            f"now). Free space there, or point it at a larger disk; {self.then}."
+        )
+
+    def __enter__(self) -> None:
+        if self.need is not None and free_bytes(self.folder) < self.need:
+            raise self.error(during=False)
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if exc is None or isinstance(exc, DiskFullError) or not is_disk_full(exc):
+            return
+        raise self.error(during=True) from exc
 
 
 def atomic_write_text(path: Path, text: str) -> None:

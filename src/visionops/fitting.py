@@ -10,11 +10,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import albumentations as A
+import h5py  # (Keras' own dependency: its weights files are HDF5)
 import keras
 import pandas as pd
 import tensorflow as tf
@@ -189,6 +191,7 @@ def fit_stage(
         model.load_weights(done)
         return
     if epochs:
+        drop_unreadable_backup(resume / f"stage{stage}-backup", stage)
         monitor = "val_loss" if val_batches is not None else "loss"
         model.fit(
             train_batches,
@@ -206,6 +209,29 @@ def fit_stage(
         )
     with atomic_path(done) as tmp:
         model.save_weights(tmp)
+
+
+def drop_unreadable_backup(backup: Path, stage: int) -> None:
+    """Remove a per-epoch backup that cannot be read back, so the stage starts again instead of failing.
+
+    Keras writes its backup in place: a disk that fills up (or a kill) while it is written leaves a torn HDF5 file,
+    and loading it stopped every rerun (``Unable to synchronously open file (bad object header version number)``).
+    Every dataset is read here, before Keras loads anything, so a torn file never half-loads into the model.
+    """
+    weights = backup / "latest.weights.h5"
+    if not weights.is_file():
+        return
+
+    def read(_: str, item: object) -> None:
+        if isinstance(item, h5py.Dataset):
+            item[()]
+
+    try:
+        with h5py.File(weights, "r") as f:
+            f.visititems(read)
+    except Exception as exc:  # noqa: BLE001 - whatever HDF5 says, the file cannot be trusted
+        log.warning("stage %d's backup %s cannot be read (%s): the stage starts again", stage, weights, exc)
+        shutil.rmtree(backup)
 
 
 EpochListener = Callable[[int, dict[str, float]], None]  # (global epoch, that epoch's metrics and stage)

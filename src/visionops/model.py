@@ -12,7 +12,7 @@ from pathlib import Path
 import keras
 
 from visionops.config import ConfigError, TrainParams
-from visionops.contracts import ModelInfo, check_outputs
+from visionops.contracts import ModelInfo, check_model_file, check_outputs
 from visionops.errors import UserError
 from visionops.files import sha256_file
 
@@ -160,7 +160,9 @@ def load_model(path: Path) -> keras.Model:
 
     Raises:
         UnsafeModelError: the file holds arbitrary code; the message says why it is refused.
+        DamagedModelError: the file is truncated or changed (:func:`visionops.contracts.check_model_file`).
     """
+    check_model_file(path)
     try:
         return keras.saving.load_model(path, safe_mode=True, compile=False)
     except ValueError as err:
@@ -184,6 +186,7 @@ def load_trained(model: Path, info: ModelInfo | None = None) -> tuple[keras.Mode
         FileNotFoundError: no model file, or no classes.json beside it.
         ClassMismatchError: the model's outputs or input size disagree with the class list stored with it.
         UnsafeModelError: the file carries code (see :func:`load_model`).
+        DamagedModelError: the file is truncated or its bytes changed (see :func:`load_model`).
     """
     model = Path(model)
     path = model / "model.keras" if model.is_dir() else model

@@ -6,6 +6,7 @@ decompression bomb (a tiny file whose header claims a huge image) is rejected wi
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import warnings
@@ -62,6 +63,7 @@ class FileFacts:
     label: str | None
     bytes: int | None = None
     sha256: str | None = None
+    md5: str | None = None  # what DVC names objects by: compared with data.dvc's listing (visionops.dvccache)
     format: str | None = None
     width: int | None = None
     height: int | None = None
@@ -127,6 +129,7 @@ def probe_file(path: Path, root: Path, max_pixels: int) -> FileFacts:
         facts.error = f"unreadable: {err.strerror or err}; check its permissions"
         return facts
     facts.bytes, facts.sha256 = len(data), sha256_bytes(data)
+    facts.md5 = hashlib.md5(data, usedforsecurity=False).hexdigest()
     if not data:
         facts.error = "empty_file: 0 bytes; replace or remove it"
         return facts

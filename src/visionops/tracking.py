@@ -37,7 +37,7 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
 
 from visionops.config import Params, TrainParams
-from visionops.contracts import DEFAULT_TOP_K, ModelInfo, RunInfo, SplitInfo, is_model_uri
+from visionops.contracts import DEFAULT_TOP_K, ModelInfo, RunInfo, SplitInfo, check_model_file, is_model_uri
 from visionops.errors import ServiceUnavailable, UserError
 from visionops.files import atomic_write_text, project_root, project_store, store_root
 
@@ -368,9 +368,14 @@ def log_training(client: MlflowClient, run_id: str, params: Params, root: Path, 
 
     Returns:
         The logged model's URI (``models:/m-...``), also kept as the run's ``visionops.model_uri`` tag.
+
+    Raises:
+        DamagedModelError: model.keras is truncated or changed; nothing was logged (a damaged model is never
+            registered: promote registers what this logs).
     """
 
     train_dir, split_dir = artifacts / "train", artifacts / "split"
+    check_model_file(train_dir / "model.keras")  # first: nothing is logged for a run whose model is damaged
     history = pd.read_csv(train_dir / "history.csv")
     log_params_and_history(client, run_id, params, history)
     tags = lineage(root, split_dir)

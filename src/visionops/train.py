@@ -28,7 +28,7 @@ from visionops.augment import build_augment, preview_grid
 from visionops.config import AugmentStep, Params, TrainParams, save_resolved
 from visionops.contracts import ModelInfo, RunInfo, SplitInfo, read_split
 from visionops.distribute import configure_precision, distribution_strategy, strategy_info
-from visionops.files import atomic_path, atomic_write_bytes, atomic_write_text, project_root
+from visionops.files import atomic_path, atomic_write_bytes, atomic_write_text, disk_room, project_root
 from visionops.fitting import (
     EpochListener,
     compile_for_stage,
@@ -125,36 +125,42 @@ def train(
         model = build_model(backbone, len(info.classes), params.dropout, frozen_bn)
         if not frozen_bn:
             sync_batchnorm(model, strategy)
-    train_batches, val_batches = make_batches(data_dir, out_dir, lists, info, params, pipeline, strategy)
+    # A full disk mid-run is one line naming the folder (not an HDF5 or TensorFlow traceback); the rerun resumes.
+    what = "training's outputs (per-epoch backups, TensorBoard logs, model.keras)"
+    then = "then run `visionops train` again: it resumes from its last whole per-epoch backup"
+    with disk_room(out_dir.parent, None, what, then):
+        train_batches, val_batches = make_batches(data_dir, out_dir, lists, info, params, pipeline, strategy)
 
-    resume = resume_dir(out_dir, params, augment, split.split_id)
-    with worker_dirs(out_dir, resume, topology) as (write_dir, resume):
-        preview = np.clip(train_batches[0][0][:32], 0, 255).astype(np.uint8)
-        atomic_write_bytes(write_dir / "augment_preview.png", cv2.imencode(".png", preview_grid(preview))[1].tobytes())
-        for stage, stage_params in ((1, params.head), (2, params.finetune)):
-            freeze_for_stage(model, stage, params.finetune.unfreeze_blocks, frozen_bn)
-            compile_for_stage(model, stage_params, len(train_batches), params, device["xla"])
-            live = [epoch_reporter(on_epoch, stage, resume)] if on_epoch else []
-            fit_stage(
-                model,
-                stage,
-                stage_params.epochs,
-                train_batches,
-                val_batches,
-                resume,
-                write_dir,
-                params.early_stopping_patience,
-                live,
+        resume = resume_dir(out_dir, params, augment, split.split_id)
+        with worker_dirs(out_dir, resume, topology) as (write_dir, resume):
+            preview = np.clip(train_batches[0][0][:32], 0, 255).astype(np.uint8)
+            atomic_write_bytes(
+                write_dir / "augment_preview.png", cv2.imencode(".png", preview_grid(preview))[1].tobytes()
             )
-        merged = history(resume)
-        with atomic_path(write_dir / "model.keras") as tmp:  # never a truncated model.keras for evaluate to load
-            model.save(tmp)
-        atomic_write_text(write_dir / "history.csv", merged.to_csv(index=False, lineterminator="\n"))
-        atomic_write_bytes(write_dir / "curves.png", plot_history(merged))
-        atomic_write_text(write_dir / "weights.json", weights.to_json())
-        info.write(write_dir)
-        save_resolved({"train": params, "augment": augment}, write_dir)
-        shutil.rmtree(resume, ignore_errors=True)
+            for stage, stage_params in ((1, params.head), (2, params.finetune)):
+                freeze_for_stage(model, stage, params.finetune.unfreeze_blocks, frozen_bn)
+                compile_for_stage(model, stage_params, len(train_batches), params, device["xla"])
+                live = [epoch_reporter(on_epoch, stage, resume)] if on_epoch else []
+                fit_stage(
+                    model,
+                    stage,
+                    stage_params.epochs,
+                    train_batches,
+                    val_batches,
+                    resume,
+                    write_dir,
+                    params.early_stopping_patience,
+                    live,
+                )
+            merged = history(resume)
+            with atomic_path(write_dir / "model.keras") as tmp:  # never a truncated model.keras for evaluate to load
+                model.save(tmp)
+            atomic_write_text(write_dir / "history.csv", merged.to_csv(index=False, lineterminator="\n"))
+            atomic_write_bytes(write_dir / "curves.png", plot_history(merged))
+            atomic_write_text(write_dir / "weights.json", weights.to_json())
+            info.write(write_dir)
+            save_resolved({"train": params, "augment": augment}, write_dir)
+            shutil.rmtree(resume, ignore_errors=True)
     return TrainResult(write_dir / "model.keras", merged, weights, info)
 
 

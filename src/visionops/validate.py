@@ -23,6 +23,7 @@ import pandas as pd
 from rich.progress import Progress
 
 from visionops.config import ValidateParams, save_resolved
+from visionops.dvccache import check_checkouts
 from visionops.errors import UserError
 from visionops.expectations import Failure, classes_suite, files_suite, run_suites
 from visionops.files import atomic_write_text, is_hidden, is_inside, write_json
@@ -162,6 +163,7 @@ def validate(data_dir: Path, params: ValidateParams, out_dir: Path, workers: int
     Raises:
         FileNotFoundError: ``data_dir`` does not exist.
         ValidationFailed: a dataset-level check failed; the outputs are still written for inspection.
+        DamagedCacheError: files of data/ came out of damaged DVC cache objects (:mod:`visionops.dvccache`).
     """
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     if not data_dir.is_dir():
@@ -170,6 +172,7 @@ def validate(data_dir: Path, params: ValidateParams, out_dir: Path, workers: int
             "the sample."
         )
     facts = scan(data_dir, params.max_pixels, workers)
+    check_checkouts(data_dir, {f.path: f.md5 for f in facts if f.md5})  # before any output: nothing from damaged bytes
     table = _file_table(facts)
     found = sorted({f.label for f in facts if f.label and not f.ignored})
     classes = list(params.classes) if params.classes is not None else found

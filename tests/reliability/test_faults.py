@@ -1,5 +1,6 @@
 """Fault injection with real processes: a tracking server that is down, an unreachable or interrupted DVC remote,
-stages killed while writing, an output folder the user cannot write.
+stages killed while writing, an output folder the user cannot write, the tracking server's database restarted.
+Corrupted files and full disks: test_damaged.py and test_disk_full.py.
 
 Faults already covered elsewhere (not repeated here): `visionops train` killed mid fine-tuning then resumed
 (tests/model/test_train.py::test_resume_after_kill), the MLflow server lost mid-run then `visionops log-run`
@@ -248,3 +249,65 @@ def test_dvc_remote_down_then_back_and_a_pull_killed_midway(tmp_path: Path, s3_s
     run(["dvc", "pull", "-q"], cwd=clone, **env)
     assert md5s(clone / "data") == expected, "every file complete, none missing, nothing extra in data/"
     assert "up to date" in run(["dvc", "status"], cwd=clone, **env).stdout
+
+
+# --- PostgreSQL restarted under a running tracking server ----------------------------------------------------------
+
+RESTART_PARAMS = """
+train: {image_size: 32, weights: null, batch_size: 8, workers: 1, head: {epochs: 1},
+       finetune: {epochs: 2, unfreeze_blocks: 1}}
+tracking: {experiment: database-restart}
+"""
+
+
+@pytest.mark.slow  # a tiny training against the team stack (PostgreSQL, S3, mlflow server): minutes on 2 cores
+def test_database_restarted_under_the_tracking_server_mid_run(tmp_path: Path, team_mlflow, postgres_server) -> None:
+    """The team tracking server's PostgreSQL restarts (fast shutdown, 3 s down) while `visionops train` logs into it:
+    the training ends, evaluate ends the run, and after `visionops log-run` (which adds whatever the outage kept
+    out) the run is complete: FINISHED, every epoch once, the model logged."""
+    from mlflow import MlflowClient
+
+    from visionops.tracking import LOGGED_TRAINING, MODEL_URI_TAG
+
+    project = tiny_project(tmp_path / "project", RESTART_PARAMS)
+    uri = team_mlflow.uri
+    proc = subprocess.Popen(
+        cli("train"),
+        cwd=project,
+        env=tool_env(MLFLOW_TRACKING_URI=uri),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        client, deadline = MlflowClient(uri), time.monotonic() + 600
+        while not list(project.glob("artifacts/.resume/train-*/mlflow_run_id")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        run_id = next(project.glob("artifacts/.resume/train-*/mlflow_run_id")).read_text().strip()
+        while not client.get_metric_history(run_id, "loss") and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert proc.poll() is None, "the restart lands while the training still runs"
+        boot = "SELECT pg_postmaster_start_time()"
+        before, log_from = postgres_server.query("postgres", boot), (team_mlflow.root / "server.log").stat().st_size
+        postgres_server.restart(down_s=3)
+        assert postgres_server.query("postgres", boot) != before, "PostgreSQL really restarted"
+        _, err = proc.communicate(timeout=1200)
+    finally:
+        stop_group(proc, signal.SIGKILL)
+    warnings = [line for line in err.splitlines() if "WARNING" in line or "failed" in line]
+    with (team_mlflow.root / "server.log").open("rb") as log:
+        log.seek(log_from)
+        server = [line for line in log.read().decode(errors="replace").splitlines() if "Error" in line]
+    print(f"train exited {proc.returncode}; its warnings: {warnings}; server errors meanwhile: {server[:3]}")
+    assert proc.returncode == 0, err[-3000:]
+    assert json.loads((project / "artifacts/train/run.json").read_text())["run_id"] == run_id
+
+    run(cli("evaluate"), cwd=project, MLFLOW_TRACKING_URI=uri)  # (it ends the run: FINISHED)
+    logged = " ".join(run(cli("log-run"), cwd=project, MLFLOW_TRACKING_URI=uri).stdout.split())
+    print(logged)
+    assert f"run {run_id}" in logged
+    finished = client.get_run(run_id)
+    assert finished.info.status == "FINISHED", finished.info.status
+    assert [m.step for m in client.get_metric_history(run_id, "loss")] == [0, 1, 2], "every epoch once"
+    assert finished.data.tags[LOGGED_TRAINING] == "true" and MODEL_URI_TAG in finished.data.tags

@@ -26,6 +26,7 @@ LAYERS = {  # module → (layer rank: higher imports lower, its name)
             "cache",
             "dataset",
             "distribute",
+            "dvccache",
             "expectations",
             "fitting",
             "gallery",

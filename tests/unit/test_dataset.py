@@ -44,7 +44,7 @@ def test_load_square_and_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert memory.shape == (5, 40, 40, 3) and memory.dtype == np.uint8
     assert np.array_equal(memory, disk) and np.array_equal(disk, again)
     assert isinstance(disk, np.memmap) and isinstance(again, np.memmap)
-    (file,) = (tmp_path / "cache").iterdir()
+    (file,) = (tmp_path / "cache").glob("*.npy")  # (beside it: its checksum file, cache.checksum_file)
     np.save(tmp_path / "saved.npy", memory)
     assert file.read_bytes() == (tmp_path / "saved.npy").read_bytes(), "written chunk by chunk, read as np.save's"
     for where in (None, tmp_path / "empty"):  # (split.val_ratio 0: no validation image)

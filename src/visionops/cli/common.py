@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import json
 import logging
+import os
 import sys
 import tempfile
 import traceback
@@ -26,6 +27,7 @@ from rich.markup import escape
 
 from visionops import __version__
 from visionops.errors import EXIT_INTERNAL, UserError
+from visionops.files import DiskFullError
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 done; 1 a user error (the message says what to fix); 2 a usage error; 3 a server is unavailable "
@@ -98,6 +100,8 @@ def command(func: Callable[..., Any]) -> Callable[..., Any]:
             raise
         except (UserError, FileNotFoundError, FileExistsError) as exc:  # (escaped: messages name classes in [...])
             err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            if isinstance(exc, DiskFullError):
+                _exit_now_if_hdf5_is_open(getattr(exc, "exit_code", 1))
             raise typer.Exit(getattr(exc, "exit_code", 1)) from None
         except OSError as exc:  # permissions, a full disk, a path through a file: the OS names the path
             hint = "Check that this user can write there and the disk has room."
@@ -112,6 +116,24 @@ def command(func: Callable[..., Any]) -> Callable[..., Any]:
                 _json_stdout.reset(token)
 
     return wrapper
+
+
+def _exit_now_if_hdf5_is_open(code: int) -> None:
+    """Exit at once, without the interpreter's cleanup, when HDF5 files are open after a full disk.
+
+    HDF5 keeps a weights file it failed to write (Keras' per-epoch backup) open; at the interpreter's exit h5py
+    flushes it, fails again on the full disk and crashed the process (SIGSEGV, after two tracebacks), turning the
+    one-line error into a crash. Nothing is lost by skipping that cleanup: every output is written atomically, the
+    MLflow run is already marked FAILED, and the torn backup is the one the rerun replaces.
+    """
+    if "h5py" not in sys.modules:
+        return
+    import h5py
+
+    if h5py.h5f.get_obj_ids(types=h5py.h5f.OBJ_FILE):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 def writable(folder: Path) -> Path:
