@@ -165,7 +165,10 @@ def registry_lock(client: MlflowClient, name: str, stale_after_s: float, poll_s:
             client.create_registered_model(lock, tags={"holder": holder}, description=description)
             break
         except mlflow.exceptions.MlflowException as exc:
-            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            # Taken: RESOURCE_ALREADY_EXISTS, or RESOURCE_DOES_NOT_EXIST when the holder released it between the
+            # server's failed insert and its read of the existing model (MLflow's SQL store reads it to word the
+            # error): the lock was free again a moment ago; either way, wait and try again.
+            if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "RESOURCE_DOES_NOT_EXIST"):
                 raise
         with contextlib.suppress(mlflow.exceptions.MlflowException):  # (released meanwhile: just retry)
             held = client.get_registered_model(lock)
