@@ -391,7 +391,17 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
     "bench-scaling-summary": bench_scaling_summary,
 }
 # Regions whose sources are committed: they can be checked in any checkout (tests/unit/test_docs.py does).
-COMMITTED = ("dag", "bench-validate", "bench-input", "bench-training", "bench-overhead", "bench-sweep", "bench-quality")
+COMMITTED = (
+    "dag",
+    "bench-validate",
+    "bench-input",
+    "bench-training",
+    "bench-overhead",
+    "bench-sweep",
+    "bench-quality",
+    "bench-scaling",
+    "bench-scaling-summary",
+)
 
 
 # ------------------------------------------------------------------------------------------------------------- run
