@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shlex
 import signal
 import subprocess
@@ -372,7 +373,9 @@ def s3_server_down(tmp_path: Path) -> Iterator[S3Server]:
 def team_mlflow(postgres_server: PostgresServer, s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory):
     """`mlflow server` on a PostgreSQL database (``server.database``), proxying artifacts to the S3 bucket
     ``server.bucket``: only the server holds S3 settings."""
-    bucket, database = s3_server.bucket("team-mlflow"), "mlflow_team"
+    # Session-wide servers, one store per module: a second module must not meet the first one's database or bucket.
+    unique = secrets.token_hex(4)
+    bucket, database = s3_server.bucket(f"team-mlflow-{unique}"), f"mlflow_team_{unique}"
     server = MlflowServer(
         tmp_path_factory.mktemp("team-mlflow"),
         artifacts_destination=f"s3://{bucket}/mlflow",
