@@ -132,6 +132,18 @@ def _stage_task(stage: str):
 STAGE_TASKS = {stage: _stage_task(stage) for stage in STAGES}
 
 
+@task(retries=4, retry_delay_seconds=exponential_backoff(backoff_factor=10), timeout_seconds=1800)
+def log_run(project: Path) -> None:
+    """`visionops log-run`: log whatever a tracking-server outage during train or evaluate kept out of the run.
+
+    A deployment's clone is deleted when the flow run ends, and with it the only copy of what the outage kept out:
+    so the flow logs it before leaving, retrying with backoff while the server comes back; when it stays away the
+    flow run fails with the reason rather than completing with an incomplete MLflow run. Nothing to do (one request)
+    when the run is complete.
+    """
+    sh(["visionops", "log-run"], project)
+
+
 @task(retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=10), timeout_seconds=3600)
 def save_experiment(project: Path, name: str, push: bool, stages: list[str]) -> None:
     """Record the overridden run of ``stages`` as a DVC experiment; with ``push``, send it to the git and DVC remotes.
@@ -240,6 +252,8 @@ def training_pipeline(
     ran: dict[str, bool] = {}
     for stage in STAGES if promote else STAGES[:-1]:
         ran[stage] = STAGE_TASKS[stage](project, env)
+        if stage == "evaluate" and (ran["train"] or ran["evaluate"]):  # (restored stages logged when they ran)
+            log_run(project)
     if settings:
         save_experiment(project, experiment_name or _experiment_name(), push, list(ran))
     if push:

@@ -5,6 +5,8 @@ The test servers and their fixtures are the plugin tests/servers.py; a folder's 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 pytest_plugins = ["servers"]
@@ -13,12 +15,24 @@ pytest_plugins = ["servers"]
 LONG_FIRST = ("e2e", "model")  # the folders whose files take minutes each
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Order the files long ones first; skip `gpu` tests on machines without a GPU (CI, laptops).
+def _whole_folders(config: pytest.Config) -> bool:
+    """The run names no marker expression and only folders (the default suite, or a folder of it)."""
+    return not config.option.markexpr and all(Path(arg.split("::")[0]).is_dir() for arg in config.args)
 
-    xdist hands out whole files in this order (pyproject's addopts), so the minutes-long end-to-end and model files
-    start at once on both workers and the short ones fill in at the end. A stable sort: the order within a file stays.
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Leave the `faults` tier out of the default run; order the files long ones first; skip `gpu` tests on
+    machines without a GPU (CI, laptops).
+
+    The `faults` tests (servers restarted, disks filled, 16 clients at once: minutes each) run with ``-m faults``,
+    or when their file or id is named; CI runs them after the default suite (.ci/run). xdist hands out whole files in
+    the order made here (pyproject's addopts), so the minutes-long end-to-end and model files start at once on both
+    workers and the short ones fill in at the end. A stable sort: the order within a file stays.
     """
+    if _whole_folders(config):
+        tier = [item for item in items if item.get_closest_marker("faults")]
+        config.hook.pytest_deselected(items=tier)
+        items[:] = [item for item in items if not item.get_closest_marker("faults")]
     rank = {folder: i for i, folder in enumerate(LONG_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.parent.name, len(rank)))
     if not any(item.get_closest_marker("gpu") for item in items):

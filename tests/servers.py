@@ -470,15 +470,23 @@ class PrefectStack:
         if database_url:
             self.server_env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = database_url
         self.home, self.procs = home, []
-        self.worker_proc = self.origin = self.mlflow = self.team = None
+        self.worker_proc = self.origin = self.mlflow = self.tracking = self.team = None
 
     def start(self) -> PrefectStack:
+        self.procs.insert(0, self._server())
+        return self
+
+    def _server(self) -> subprocess.Popen:
         cmd = [venv_tool("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(self.port)]
         log = self.home / "server.log"
-        self.procs.append(
-            start_server(cmd, log, f"{self.api}/health", "prefect server", 180, self.server_env, self.home)
-        )
-        return self
+        return start_server(cmd, log, f"{self.api}/health", "prefect server", 180, self.server_env, self.home)
+
+    def restart_server(self, down_s: float = 0) -> None:
+        """Stop the server (SIGTERM to its process group, as a supervisor or `docker restart` does) and start it
+        again on the same port and database after ``down_s`` seconds; workers and their flow runs keep running."""
+        stop_group(self.procs.pop(0), timeout=60)
+        time.sleep(down_s)
+        self.procs.insert(0, self._server())
 
     def cmd(self, *args: str, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
         """The prefect CLI against this server."""
@@ -601,7 +609,7 @@ def prefect_pipeline(request: pytest.FixtureRequest, tmp_path_factory: pytest.Te
         stack.cmd("work-pool", "create", "visionops-process", "--type", "process")
         stack.cmd("--no-prompt", "deploy", "--name", "training-pipeline/local", cwd=origin)
         stack.start_worker()
-        stack.origin, stack.mlflow, stack.team = origin, MlflowClient(tracking.uri), team
+        stack.origin, stack.mlflow, stack.tracking, stack.team = origin, MlflowClient(tracking.uri), tracking, team
         yield stack
     finally:
         stack.stop()

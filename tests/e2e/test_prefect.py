@@ -106,6 +106,7 @@ def test_validation_failure_fails_the_flow_run_with_the_reason(prefect_pipeline)
     assert "validate.min_images_per_class" in stack.logs(flow_run)
 
 
+@pytest.mark.faults
 def test_killed_worker_then_restarted_lets_a_rerun_complete(prefect_pipeline) -> None:
     stack = prefect_pipeline
     overrides = {"overrides": ["train.seed=7", "train.finetune.epochs=0"]}  # (the head alone: a shorter training)
@@ -120,3 +121,55 @@ def test_killed_worker_then_restarted_lets_a_rerun_complete(prefect_pipeline) ->
     assert "Running stage 'train'" in stack.logs(rerun), "the killed run never finished training"
     exps = run(["dvc", "exp", "list", "--all-commits", "--name-only"], cwd=stack.origin).stdout
     assert exps.strip(), "the overridden run was pushed to the origin as a DVC experiment"
+
+
+@pytest.mark.faults
+def test_servers_restarted_mid_train_the_run_completes_whole(prefect_pipeline) -> None:
+    """While a flow run trains (a sweep's trials are runs of this deployment), its MLflow server is restarted
+    (SIGTERM, 5 s down, same port and store), then the Prefect server (the same), and on the team stack PostgreSQL
+    under both (fast shutdown, 3 s down). The flow run's process belongs to the worker, Prefect's client retries a
+    lost connection once it had one, and the flow's log-run step logs what the MLflow outage kept out of the run:
+    the run completes, and its MLflow run is FINISHED with every epoch once and the model registered."""
+    from visionops.tracking import LOGGED_TRAINING, MODEL_URI_TAG
+
+    stack, name = prefect_pipeline, "name = 'visionops-sample-classifier'"
+    versions = len(stack.mlflow.search_model_versions(name))
+
+    def runs(status: str = "") -> list:
+        ids = [e.experiment_id for e in stack.mlflow.search_experiments()]
+        return stack.mlflow.search_runs(ids, f"attributes.status = '{status}'" if status else "")
+
+    earlier = {r.info.run_id for r in runs()}  # (a killed run stays RUNNING)
+    flow_run = stack.trigger({"overrides": ["train.seed=11", "train.finetune.epochs=3"]})  # 1 + 3 epochs
+    deadline, training = time.monotonic() + 600, []
+    while not training and time.monotonic() < deadline:  # the training's run has logged an epoch
+        new = [r for r in runs("RUNNING") if r.info.run_id not in earlier]
+        training = [r for r in new if stack.mlflow.get_metric_history(r.info.run_id, "loss")]
+        time.sleep(1)
+    assert training, stack.logs(flow_run)[-5000:]
+    run_id = training[0].info.run_id
+
+    started = time.monotonic()
+    stack.tracking.stop()
+    time.sleep(5)
+    stack.tracking.start()
+    stack.restart_server(down_s=5)
+    if stack.team:
+        stack.team["postgres"].restart(down_s=3)
+    restarts = time.monotonic() - started
+    assert "Running stage 'evaluate'" not in stack.logs(flow_run), "the restarts landed during train"
+    state = stack.wait(flow_run, timeout=900)
+    logs = stack.logs(flow_run)
+    print(
+        f"servers restarted within {restarts:.0f} s of an epoch logged; flow run {state}; log-run said: "
+        f"{[line for line in logs.splitlines() if line.startswith('log-run')]}"
+    )
+    assert state == "COMPLETED", logs[-5000:]
+    assert "Running stage 'promote'" in logs, "the flow run's logs reach the restarted server"
+
+    finished = stack.mlflow.get_run(run_id)
+    assert finished.info.status == "FINISHED"
+    assert [m.step for m in stack.mlflow.get_metric_history(run_id, "loss")] == [0, 1, 2, 3], "every epoch once"
+    assert finished.data.tags[LOGGED_TRAINING] == "true" and MODEL_URI_TAG in finished.data.tags
+    newest = stack.mlflow.search_model_versions(name)
+    assert len(newest) == versions + 1 and run_id in {v.run_id for v in newest}

@@ -24,6 +24,7 @@ from visionops.stack import load
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
+@pytest.mark.faults
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_ui_stops_with_all_its_processes_on_a_signal_to_its_own_pid(
     tmp_path: Path, visionops_ui, sig: signal.Signals
@@ -151,6 +152,7 @@ def _up(project: Path) -> tuple[int, set[int]]:
     return pid, tree
 
 
+@pytest.mark.faults
 @pytest.mark.parametrize("stop", ["down", "sigterm"])
 def test_stack_stops_every_process_and_leaves_no_stale_file(tmp_path: Path, stop: str) -> None:
     """`visionops stack down` (`./run.sh down`), or SIGTERM to supervisord as a shutdown or `kill` sends it: every

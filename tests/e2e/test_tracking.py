@@ -24,6 +24,7 @@ tracking: {experiment: tracking-test}
 """
 
 
+@pytest.mark.faults
 def test_live_metrics_then_outage_then_log_run_gives_one_complete_run(tmp_path: Path, mlflow_server) -> None:
     """Epochs reach the server live; then it dies mid-training: the stage still ends, its files intact; `log-run`
     adds what is missing later, with no duplicate point."""

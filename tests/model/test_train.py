@@ -149,6 +149,7 @@ def test_orientation_task(tmp_path: Path) -> None:
     assert (predictions.groupby("path").size() == 4).all()
 
 
+@pytest.mark.faults
 def test_resume_after_kill(tmp_path: Path) -> None:
     """Kill `visionops train` during stage 2; the rerun skips stage 1, resumes stage 2, ends with every epoch once."""
     data, split_dir = _dataset(tmp_path)

@@ -61,6 +61,7 @@ def _run_in_project_store(project: Path) -> str:
     return run_id
 
 
+@pytest.mark.faults
 @pytest.mark.slow  # trains a tiny model, then starts visionops (TensorFlow) several times
 @pytest.mark.parametrize("damage", DAMAGE)
 def test_damaged_model_is_refused_with_the_fix(trained_project: Path, damage: str, tmp_path: Path) -> None:
@@ -174,6 +175,7 @@ def _object(store: Path, md5: str) -> Path:
     return store / "files" / "md5" / md5[:2] / md5[2:]
 
 
+@pytest.mark.faults
 @pytest.mark.slow  # a tiny project generated, pushed and pulled: tens of seconds
 def test_damaged_remote_object_is_refused_and_named(tmp_path: Path) -> None:
     """A byte flipped in one object of the remote: `visionops pull-data` (dvc pull, `verify = true` as .dvc/config
@@ -212,6 +214,7 @@ def test_damaged_remote_object_is_refused_and_named(tmp_path: Path) -> None:
     assert md5s(clone / "data") == expected, "every file whole after the repair"
 
 
+@pytest.mark.faults
 @pytest.mark.slow  # a tiny project generated, pushed and pulled: tens of seconds
 def test_damaged_cache_object_checked_out_is_refused_by_validate(tmp_path: Path) -> None:
     """A byte flipped in an object of the local DVC cache: `dvc checkout` copies it into data/ with exit 0 (DVC does

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from helpers import cli, git_commit, git_init, md5s, run, tiny_project
 
-pytestmark = [pytest.mark.e2e]
+pytestmark = [pytest.mark.e2e, pytest.mark.faults]
 
 
 class SmallDisk:

@@ -29,7 +29,7 @@ import yaml
 from corpus import good_class, tree_digest
 from helpers import REPO, cli, free_port, git_commit, git_init, md5s, run, stop_group, tiny_project, tool_env
 
-pytestmark = [pytest.mark.e2e]
+pytestmark = [pytest.mark.e2e, pytest.mark.faults]
 TRAIN_PARAMS = "train: {image_size: 32, weights: null, batch_size: 8, workers: 1, finetune: {epochs: 1}}\n"
 
 

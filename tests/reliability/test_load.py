@@ -33,7 +33,7 @@ from visionops.contracts import ModelInfo
 from visionops.promote import decide
 from visionops.tracking import LOGGED_EVALUATION, LOGGED_TRAINING
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.faults]
 
 CLIENT = REPO / "tests" / "reliability" / "load_client.py"
 RUNS, PROMOTERS, EPOCHS, LIVE_EPOCHS = 16, 8, 50, 30
