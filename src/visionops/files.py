@@ -153,9 +153,10 @@ def human_bytes(count: float) -> str:
 class disk_room(contextlib.AbstractContextManager):  # (lower case: used like a function, `with disk_room(...):`)
     """Fail early, and clearly, when the disk holding ``folder`` has no room for ``what``.
 
-    With ``need`` (bytes) the free space is checked first, before any work; a disk that fills up anyway (other
-    writers, an estimate too low) is turned into the same kind of error, naming the folder, instead of an OS error
-    without a path or a library's traceback. The writers inside clean up after themselves (:func:`atomic_path`).
+    With ``need`` (bytes) the free space is checked first, before any work (with ``check_first``; otherwise ``need``
+    is an estimate the message only quotes); a disk that fills up anyway (other writers, an estimate too low) is
+    turned into the same kind of error, naming the folder and the room needed, instead of an OS error without a path
+    or a library's traceback. The writers inside clean up after themselves (:func:`atomic_path`).
 
     HDF5 (Keras weights files) keeps a file it failed to write open; the command line exits without the interpreter's
     cleanup after this error (``visionops.cli.common``), where h5py's retry of that write crashed the process.
@@ -164,8 +165,15 @@ class disk_room(contextlib.AbstractContextManager):  # (lower case: used like a 
         DiskFullError: not enough room, before or during the work inside.
     """
 
-    def __init__(self, folder: Path, need: int | None, what: str, then: str = "then run the command again") -> None:
-        self.folder, self.need, self.what, self.then = Path(folder), need, what, then
+    def __init__(
+        self,
+        folder: Path,
+        need: int | None,
+        what: str,
+        then: str = "then run the command again",
+        check_first: bool = True,
+    ) -> None:
+        self.folder, self.need, self.what, self.then, self.check_first = Path(folder), need, what, then, check_first
 
     def error(self, during: bool) -> DiskFullError:
         free = free_bytes(self.folder)
@@ -177,7 +185,7 @@ class disk_room(contextlib.AbstractContextManager):  # (lower case: used like a 
         )
 
     def __enter__(self) -> None:
-        if self.need is not None and free_bytes(self.folder) < self.need:
+        if self.check_first and self.need is not None and free_bytes(self.folder) < self.need:
             raise self.error(during=False)
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:

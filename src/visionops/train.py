@@ -64,6 +64,16 @@ def resize_side(params: TrainParams) -> int:
     return round(params.size * params.resize_margin)
 
 
+# Bytes per model value training writes at its peak: stage 1's finished weights and stage 2's per-epoch backup
+# (4 bytes each), then model.keras, which holds the weights and the optimizer's two slots (Adam, AdamW) besides.
+TRAINING_BYTES_PER_VALUE = 4 * (1 + 1 + 3)
+
+
+def training_room(model: keras.Model) -> int:
+    """About the disk space training's outputs take at their peak (the disk cache not included), in bytes."""
+    return TRAINING_BYTES_PER_VALUE * model.count_params()
+
+
 def train(
     data_dir: Path,
     split_dir: Path,
@@ -125,10 +135,12 @@ def train(
         model = build_model(backbone, len(info.classes), params.dropout, frozen_bn)
         if not frozen_bn:
             sync_batchnorm(model, strategy)
-    # A full disk mid-run is one line naming the folder (not an HDF5 or TensorFlow traceback); the rerun resumes.
+    # A full disk mid-run is one line naming the folder and about how much room training needs (not an HDF5 or
+    # TensorFlow traceback); the rerun resumes. Not checked first: a resumed run needs less, and the disk cache
+    # inside has its own exact check.
     what = "training's outputs (per-epoch backups, TensorBoard logs, model.keras)"
     then = "then run `visionops train` again: it resumes from its last whole per-epoch backup"
-    with disk_room(out_dir.parent, None, what, then):
+    with disk_room(out_dir.parent, training_room(model), what, then, check_first=False):
         train_batches, val_batches = make_batches(data_dir, out_dir, lists, info, params, pipeline, strategy)
 
         resume = resume_dir(out_dir, params, augment, split.split_id)

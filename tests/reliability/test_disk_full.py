@@ -101,6 +101,7 @@ def test_train_on_a_full_disk_says_where_and_a_rerun_completes(tmp_path: Path, s
         in (mid_run)
     ), mid_run
     assert "filled up while writing" in mid_run and "resumes from its last whole per-epoch backup" in mid_run
+    assert "(needs about 8" in mid_run, "B0 with 4 classes: 4.05 M values x 20 bytes = 81 MB"
     assert not (out / "model.keras").exists(), "no model.keras before the training is complete"
     print(f"left on the full disk: {sorted(str(p.relative_to(artifacts)) for p in artifacts.rglob('*'))}")
     caches = sorted((artifacts / ".cache").glob("images-*.npy"))  # train and val

@@ -1,12 +1,22 @@
-"""Atomic writes: readers see the old file or the new one, never a torn one, and no temp file is left."""
+"""Atomic writes: readers see the old file or the new one, never a torn one, and no temp file is left; a full disk
+is one error naming the folder and the room needed."""
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 import pytest
 
-from visionops.files import atomic_write_bytes, dump_json, write_json
+from visionops.files import (
+    DiskFullError,
+    atomic_write_bytes,
+    disk_room,
+    dump_json,
+    free_bytes,
+    human_bytes,
+    write_json,
+)
 
 
 def test_replaces_whole_file(tmp_path: Path) -> None:
@@ -44,3 +54,17 @@ def test_atomic_write_gives_the_usual_file_mode(tmp_path: Path) -> None:
     atomic_write_bytes(target, b"a,b\n")
     (tmp_path / "plain.csv").write_bytes(b"a,b\n")  # what open() gives under this process's umask
     assert os.stat(target).st_mode & 0o777 == os.stat(tmp_path / "plain.csv").st_mode & 0o777
+
+
+def test_disk_room_names_the_folder_and_the_room_needed(tmp_path: Path) -> None:
+    need = 2 * free_bytes(tmp_path)
+    with pytest.raises(DiskFullError, match="has too little room") as early, disk_room(tmp_path, need, "the thing"):
+        pytest.fail("checked before the work")
+    assert f"no space left for the thing in {tmp_path}" in str(early.value)
+
+    entered = False  # an estimate only quoted: the work starts, a full disk inside becomes the same error
+    with pytest.raises(DiskFullError) as late, disk_room(tmp_path, need, "the thing", check_first=False):
+        entered = True
+        raise OSError(errno.ENOSPC, "No space left on device")
+    assert entered and "filled up while writing" in str(late.value)
+    assert f"(needs about {human_bytes(need)}, " in str(late.value) and "run the command again" in str(late.value)
