@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -150,4 +151,27 @@ def test_dvc_deps_of_a_stage_are_its_import_closure(stage: str) -> None:
     listed = {d for d in deps if d.startswith("src/")}
     assert listed == wanted_paths, (
         f"dvc.yaml stage {stage}: missing {sorted(wanted_paths - listed)}, not imported {sorted(listed - wanted_paths)}"
+    )
+
+
+def test_the_committed_dvc_lock_records_the_current_code_and_params() -> None:
+    """A fresh clone's `dvc repro` after `pull-data` must have nothing to rerun (tests/e2e/test_dvc_pipeline.py).
+
+    That needs dvc.lock to record the md5 of every committed code dep and the params.yaml sections as they are now;
+    checked here in milliseconds, so a code change without a pipeline rerun fails before the half-hour e2e tier.
+    """
+    lock = yaml.safe_load((REPO / "dvc.lock").read_text())["stages"]
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    stale = []
+    for stage, record in lock.items():
+        for dep in record["deps"]:
+            path = REPO / dep["path"]
+            code = path.is_file() and dep["path"].startswith(("src/", "flows/"))
+            if code and hashlib.md5(path.read_bytes()).hexdigest() != dep["md5"]:
+                stale.append(f"{stage}: {dep['path']}")
+        for section, recorded in record.get("params", {}).get("params.yaml", {}).items():
+            if params.get(section) != recorded:
+                stale.append(f"{stage}: params.yaml `{section}`")
+    assert stale == [], (
+        f"dvc.lock is stale for {stale}: rerun the pipeline (`./run.sh pipeline`) and commit dvc.lock with the change"
     )
