@@ -45,6 +45,8 @@ from helpers import (
     wait_until_up,
 )
 
+from visionops.stack import mlflow_server_env
+
 # --- MLflow --------------------------------------------------------------------------------------------------------
 
 
@@ -69,7 +71,9 @@ class MlflowServer:
         self.root, self.port = root, free_port()
         self.uri = f"http://127.0.0.1:{self.port}"
         self.backend_store_uri = backend_store_uri or f"sqlite:///{root / 'mlflow.db'}"
-        self.artifacts_destination, self.env, self.app_name = artifacts_destination, env or {}, app_name
+        # The project's own server settings (job execution off), then the test's.
+        self.env = {**mlflow_server_env(), **(env or {})}
+        self.artifacts_destination, self.app_name = artifacts_destination, app_name
         self.proc = None
 
     def command(self) -> list[str]:

@@ -10,16 +10,17 @@ import time
 from pathlib import Path
 
 
-def run_foreground(command: list[str], grace_s: float = 20) -> int:
+def run_foreground(command: list[str], env: dict[str, str] | None = None, grace_s: float = 20) -> int:
     """Run a server in its own process group until it exits, or until SIGINT/SIGTERM stops it and all its children.
 
-    The group matters: ``mlflow server`` leaves uvicorn and huey consumers behind when only its own pid is
-    signalled. They get SIGTERM, then SIGKILL after ``grace_s``.
+    The group matters: ``mlflow server`` leaves its uvicorn child (and job consumers, when they run) behind when
+    only its own pid is signalled. They get SIGTERM, then SIGKILL after ``grace_s``. ``env`` is added to this
+    process's environment.
 
     Returns:
         The server's exit code, or 128 + the signal that stopped it.
     """
-    proc = subprocess.Popen(command, start_new_session=True)
+    proc = subprocess.Popen(command, start_new_session=True, env={**os.environ, **(env or {})})
     received: list[int] = []
 
     def stop(signum: int, _frame: object) -> None:

@@ -69,7 +69,7 @@ def ui(
         out.print(f"the local stack serves the MLflow UI already: {local.mlflow_url}")
         return
     out.print(f"MLflow UI on http://{host}:{port} over {uri} (Ctrl-C stops it)")
-    raise typer.Exit(run_foreground(stack.ui_command(host, port)))
+    raise typer.Exit(run_foreground(stack.ui_command(host, port), env=stack.mlflow_server_env()))
 
 
 stack_app = typer.Typer(
