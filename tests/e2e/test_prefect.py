@@ -9,6 +9,8 @@ artifacts and the DVC remote in S3), configured by environment variables and `dv
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 
 import pytest
@@ -173,3 +175,59 @@ def test_servers_restarted_mid_train_the_run_completes_whole(prefect_pipeline) -
     assert finished.data.tags[LOGGED_TRAINING] == "true" and MODEL_URI_TAG in finished.data.tags
     newest = stack.mlflow.search_model_versions(name)
     assert len(newest) == versions + 1 and run_id in {v.run_id for v in newest}
+
+
+@pytest.mark.faults
+def test_tracking_server_restarted_while_a_sweeps_trials_log(prefect_pipeline) -> None:
+    """`flows/sweep.py` (what `./run.sh sweep` runs) with two trials on the one worker; the MLflow server is
+    restarted (SIGTERM, 5 s down, same port and store) once the first trial's run has logged an epoch. Each trial's
+    log-run step logs what the outage kept out: both trials complete with whole runs (every epoch once, the model),
+    children of the sweep's parent run, and the sweep promotes once, the best trial."""
+    from visionops.tracking import LOGGED_TRAINING, SWEEP_TAG, TRIAL_TAG, sweep_children
+
+    stack, name = prefect_pipeline, "name = 'visionops-sample-classifier'"
+    versions = {v.version for v in stack.mlflow.search_model_versions(name)}
+    sweep = subprocess.Popen(
+        [sys.executable, "flows/sweep.py", "-S", "train.seed=21,22", "--concurrency", "1"],
+        cwd=stack.origin,
+        env=stack.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline, training = time.monotonic() + 600, []
+        while not training and time.monotonic() < deadline and sweep.poll() is None:
+            trials = [
+                r
+                for e in stack.mlflow.search_experiments()
+                for r in stack.mlflow.search_runs([e.experiment_id], "attributes.status = 'RUNNING'")
+                if TRIAL_TAG in r.data.tags
+            ]
+            training = [r for r in trials if stack.mlflow.get_metric_history(r.info.run_id, "loss")]
+            time.sleep(1)
+        assert training, "no trial logged an epoch"
+        stack.tracking.stop()
+        time.sleep(5)
+        stack.tracking.start()
+        output, _ = sweep.communicate(timeout=1200)
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+    assert sweep.returncode == 0, output[-5000:]
+    result = json.loads(output.strip().splitlines()[-1])
+
+    parent = stack.mlflow.search_runs(
+        [training[0].info.experiment_id],
+        f"tags.`{SWEEP_TAG}` = '{result['sweep']}' and tags.`visionops.sweep.role` = 'parent'",
+    )[0]
+    children = sweep_children(stack.mlflow, parent.info.run_id)
+    assert sorted(children) == [1, 2], children
+    assert training[0].info.run_id in {r.info.run_id for r in children.values()}, "the restart hit a trial's run"
+    for trial, child in children.items():
+        assert child.info.status == "FINISHED", (trial, child.info.status)
+        assert [m.step for m in stack.mlflow.get_metric_history(child.info.run_id, "loss")] == [0, 1], trial
+        assert child.data.tags[LOGGED_TRAINING] == "true", trial
+    added = [v for v in stack.mlflow.search_model_versions(name) if v.version not in versions]
+    best = result["best"]["run_id"]
+    assert best in {r.info.run_id for r in children.values()} and [v.run_id for v in added] == [best], (added, result)
