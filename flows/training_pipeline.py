@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 from dataclasses import asdict, dataclass
@@ -144,13 +145,31 @@ def log_run(project: Path) -> None:
     sh(["visionops", "log-run"], project)
 
 
+def git_identity(project: Path) -> dict[str, str]:
+    """The author of the experiment's commit where git knows none: a fresh container, pod or CI host.
+
+    `dvc exp save` commits, and git refuses to without a user. A worker's own identity (``git config user.email``,
+    or GIT_AUTHOR_EMAIL) wins; else the commit is authored ``visionops worker <visionops@HOST>`` (the worker's host
+    name: a docker flow run's container id, a pod's name), as GIT_AUTHOR_*/GIT_COMMITTER_* for that command only.
+    """
+    configured = subprocess.run(["git", "config", "user.email"], cwd=project, capture_output=True, text=True)
+    if configured.stdout.strip() or os.environ.get("GIT_AUTHOR_EMAIL"):
+        return {}
+    name, email = "visionops worker", f"visionops@{socket.gethostname()}"
+    return {
+        f"GIT_{role}_{key}": value
+        for role in ("AUTHOR", "COMMITTER")
+        for key, value in (("NAME", name), ("EMAIL", email))
+    }
+
+
 @task(retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=10), timeout_seconds=3600)
 def save_experiment(project: Path, name: str, push: bool, stages: list[str]) -> None:
     """Record the overridden run of ``stages`` as a DVC experiment; with ``push``, send it to the git and DVC remotes.
 
     Only the stages that ran are saved: a trial of a sweep stops before promote, whose outputs it never made.
     """
-    sh(["dvc", "exp", "save", "--force", "--name", name, *stages], project)
+    sh(["dvc", "exp", "save", "--force", "--name", name, *stages], project, git_identity(project))
     if push:
         sh(["dvc", "exp", "push", "origin", name], project)
 

@@ -26,6 +26,13 @@ VARIABLE = re.compile(r"(?<!\$)\$\{(\w+)(?:(:?[-?])([^}]*))?\}")
 SECRET = re.compile(r"PASSWORD|SECRET")
 
 
+class ComposeLoader(yaml.SafeLoader):
+    """YAML with Compose's `!override` tag (replace, do not merge, the value of the file below) read as the value."""
+
+
+ComposeLoader.add_constructor("!override", lambda loader, node: loader.construct_sequence(node))
+
+
 @pytest.fixture(scope="module")
 def compose_text() -> str:
     return (REPO / "compose.yaml").read_text()
@@ -142,9 +149,9 @@ def test_only_the_gpu_worker_reserves_nvidia_gpus(services: dict[str, dict]) -> 
 
 
 def test_every_variable_is_documented_and_no_secret_has_a_default(compose_text: str, documented: dict) -> None:
-    used = VARIABLE.findall(compose_text)
+    used = VARIABLE.findall(compose_text + (REPO / "docker/compose.local.yaml").read_text())
     assert used, "the pattern finds compose.yaml's variables"
-    assert {name for name, _, _ in used} <= set(documented), "every ${VAR} of compose.yaml is in .env.example"
+    assert {name for name, _, _ in used} <= set(documented), "every ${VAR} of both compose files is in .env.example"
     for name, operator, value in used:
         if SECRET.search(name):
             assert operator == ":?" or (operator == ":-" and value == ""), f"{name}: a secret never has a default"
@@ -153,19 +160,40 @@ def test_every_variable_is_documented_and_no_secret_has_a_default(compose_text: 
 
 def test_images_and_dockerfile_are_pinned_and_non_root(services: dict[str, dict]) -> None:
     dockerfile = (REPO / "Dockerfile").read_text()
+    base = re.search(r"^ARG DEFAULT_BASE_IMAGE=(\S+)$", dockerfile, flags=re.MULTILINE)
+    assert base and re.fullmatch(r"python:3\.11\.\d+-slim-bookworm", base.group(1)), "pin an exact python 3.11.x tag"
     stages = re.split(r"^FROM ", dockerfile, flags=re.MULTILINE)[1:]
-    assert stages, "Dockerfile has a FROM"
-    for stage in stages:
-        base = stage.split()[0]
-        assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm", base), f"FROM {base}: pin an exact python 3.11.x tag"
-        users = re.findall(r"^USER (\S+)", stage, flags=re.MULTILINE)
-        assert users and users[-1].split(":")[0] not in {"root", "0"}, "each stage ends as a non-root user"
+    chosen = "${BASE_IMAGE:-$DEFAULT_BASE_IMAGE}"  # BASE_IMAGE if set and not empty
+    assert [stage.split("\n")[0] for stage in stages] == [f"{chosen} AS env", "env AS project", chosen]
+    users = re.findall(r"^USER (\S+)", stages[-1], flags=re.MULTILINE)
+    assert users and users[-1].split(":")[0] not in {"root", "0"}, "the image ends as a non-root user"
+    assert "docker/certs/" in stages[0] and "certs" not in stages[-1], "proxy CA certificates stay in the build stages"
+    copied = re.findall(r"^COPY --from=(\S+) (\S+)", stages[-1], flags=re.MULTILINE)
+    assert copied == [("env", "/opt/visionops/.venv"), ("project", "/project/")], "the environment, then the project"
     assert "ARG EXTRA=gpu" in dockerfile and 'uv sync --frozen --no-dev --no-editable --extra "${EXTRA}"' in dockerfile
+    assert not re.search(r"^(# syntax=|RUN --mount)", dockerfile, re.MULTILINE), "no BuildKit-only syntax"
     uv_pin = re.search(r"^ARG UV_VERSION=(\S+)$", dockerfile, flags=re.MULTILINE).group(1)
     assert f"UV_VERSION={uv_pin}\n" in (REPO / "run.sh").read_text(), "the image and run.sh use the same uv"
     for name, service in services.items():
         image = re.sub(r"\$\{\w+:-(.*)\}", r"\1", service["image"])  # the default an unset variable resolves to
         assert ":" in image and not image.endswith(":latest"), f"{name}: pin the image tag, not {image}"
+
+
+def test_local_stand_ins_keep_minio_s_name_port_and_settings(services: dict[str, dict]) -> None:
+    """docker/compose.local.yaml: moto's S3 server as `minio`, a git daemon on the project's network only."""
+    local = yaml.load((REPO / "docker/compose.local.yaml").read_text(), ComposeLoader)["services"]
+    assert set(local) == {"minio", "buckets", "git"}
+    assert local["minio"]["ports"] == [port for port in services["minio"]["ports"] if port.endswith(":9000")]
+    assert local["minio"]["image"].startswith("${VISIONOPS_S3_IMAGE:-visionops-s3:moto-")
+    assert local["buckets"]["entrypoint"][-1] == "buckets" and local["git"]["profiles"] == ["servers"]
+    assert "ports" not in local["git"], "the git daemon (anonymous push) is never published"
+    dockerfile = (REPO / "docker/s3-moto.Dockerfile").read_text()
+    moto = re.search(r"^ARG MOTO_VERSION=(\S+)$", dockerfile, re.MULTILINE)
+    assert f'"moto[server]=={moto.group(1)}"' in (REPO / "pyproject.toml").read_text(), "the moto of the tests"
+    lock = (REPO / "uv.lock").read_text()
+    for name, version in re.findall(r" (flask(?:-cors)?)==(\S+)", dockerfile):
+        assert f'name = "{name}"\nversion = "{version}"' in lock, f"{name}: the version of uv.lock"
+    assert local["minio"]["image"].endswith(f"moto-{moto.group(1)}}}")
 
 
 def test_env_file_stays_out_of_git() -> None:
@@ -200,3 +228,19 @@ def test_compose_client_accepts_each_profile(profile: str, documented: dict, tmp
     (tmp_path / ".env").write_text(missing)
     refused = run([*base, "config", "-q"], cwd=tmp_path, check=False)
     assert refused.returncode != 0 and "set POSTGRES_PASSWORD in .env" in refused.stderr
+
+
+def test_compose_client_swaps_in_the_local_stand_ins(documented: dict, tmp_path: Path) -> None:
+    client = compose_client()
+    if client is None or client[0] != "docker":
+        pytest.skip("no Docker Compose v2 (docker/install-engine.sh installs it): `!override` needs it")
+    env = "".join(f"{key}={value or 'filled' + key.lower()}\n" for key, value in documented.items())
+    (tmp_path / ".env").write_text(env + f"VISIONOPS_GIT_ROOT={tmp_path / 'git'}\n")
+    files = ["--file", str(REPO / "compose.yaml"), "--file", str(REPO / "docker/compose.local.yaml")]
+    base = [*client, *files, "--env-file", str(tmp_path / ".env"), "--profile", "servers"]
+    resolved = yaml.safe_load(run([*base, "config"], cwd=tmp_path).stdout)["services"]
+    assert set(resolved) == PROFILES["servers"] | {"git"}
+    assert resolved["minio"]["image"] == "visionops-s3:moto-5.2.5" and resolved["minio"]["command"] == ["serve"]
+    assert [(p["host_ip"], p["target"]) for p in resolved["minio"]["ports"]] == [("127.0.0.1", 9000)]
+    assert resolved["mlflow"]["environment"]["MLFLOW_S3_ENDPOINT_URL"] == "http://minio:9000", "same settings"
+    assert resolved["git"]["volumes"][0]["source"] == str(tmp_path / "git") and "ports" not in resolved["git"]
