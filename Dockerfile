@@ -46,6 +46,8 @@ RUN /opt/uv/bin/uv sync --frozen --no-dev --no-install-project --extra "${EXTRA}
 
 # --- Stage 2: the project, installed (not editable) into that environment -------------------------------------------
 FROM env AS project
+# A build argument ends with the stage that declares it: declared again, with the same default.
+ARG EXTRA=gpu
 COPY README.md ./
 COPY src ./src
 # Its files alone (package, metadata, the `visionops` command) go to the image: an edit of src/ or README.md then

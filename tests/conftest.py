@@ -13,6 +13,7 @@ pytest_plugins = ["servers"]
 
 
 LONG_FIRST = ("e2e", "model")  # the folders whose files take minutes each
+OWN_TIERS = ("faults", "docker")  # markers of the tiers that run only when asked for (-m NAME, or a file named)
 
 
 def _whole_folders(config: pytest.Config) -> bool:
@@ -21,18 +22,19 @@ def _whole_folders(config: pytest.Config) -> bool:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Leave the `faults` tier out of the default run; order the files long ones first; skip `gpu` tests on
-    machines without a GPU (CI, laptops).
+    """Leave the `faults` and `docker` tiers out of the default run; order the files long ones first; skip `gpu`
+    tests on machines without a GPU (CI, laptops).
 
     The `faults` tests (servers restarted, disks filled, 16 clients at once: minutes each) run with ``-m faults``,
-    or when their file or id is named; CI runs them after the default suite (.ci/run). xdist hands out whole files in
+    the `docker` ones (images built, the compose stack in containers: half an hour cold) with ``-m docker``, or when
+    their file or id is named; CI runs both tiers after the default suite (.ci/run). xdist hands out whole files in
     the order made here (pyproject's addopts), so the minutes-long end-to-end and model files start at once on both
     workers and the short ones fill in at the end. A stable sort: the order within a file stays.
     """
     if _whole_folders(config):
-        tier = [item for item in items if item.get_closest_marker("faults")]
+        tier = [item for item in items if any(item.get_closest_marker(name) for name in OWN_TIERS)]
         config.hook.pytest_deselected(items=tier)
-        items[:] = [item for item in items if not item.get_closest_marker("faults")]
+        items[:] = [item for item in items if item not in tier]
     rank = {folder: i for i, folder in enumerate(LONG_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.parent.name, len(rank)))
     if not any(item.get_closest_marker("gpu") for item in items):

@@ -263,9 +263,9 @@ def tiny_origin(dest: Path, remote: str | None = None, endpoint: str | None = No
     With no ``remote`` the data is where this repository keeps its sample: pushed to the in-repo remote ``sample``
     (``dvc-remote/``, committed) with .dvc/config as committed, so a clone pushes to the default remote under ``~``.
     A local folder ``remote`` becomes the default remote ``sample`` (the laptop setup with a remote outside the
-    repository); with ``endpoint`` (an S3 URL and its server) it is the team setup, made the way a user makes it:
-    ``dvc remote add -d team`` and ``dvc remote modify team endpointurl``; the credentials come from ``env`` (AWS_*),
-    never from .dvc/config.
+    repository); an S3 URL is the team setup, made the way a user makes it: ``dvc remote add -d team``, plus
+    ``dvc remote modify team endpointurl`` when ``endpoint`` (its server) is given; the credentials come from ``env``
+    (AWS_*), never from .dvc/config.
     """
     import yaml
 
@@ -275,12 +275,10 @@ def tiny_origin(dest: Path, remote: str | None = None, endpoint: str | None = No
     (dest / "data.dvc").unlink()
     run(cli("sample-data", "--out", "data", "--per-class", "12", "--size", "48"), cwd=dest)
     git_init(dest)
-    remote_cmds = [["dvc", "remote", "add", "-f", "-d", "sample", remote]] if remote else []
-    if endpoint:
-        remote_cmds = [
-            ["dvc", "remote", "add", "-d", "team", remote],
-            ["dvc", "remote", "modify", "team", "endpointurl", endpoint],
-        ]
+    name = "team" if remote and remote.startswith("s3://") else "sample"
+    remote_cmds = [["dvc", "remote", "add", "-f", "-d", name, remote]] if remote else []
+    if endpoint:  # else each machine names its S3 endpoint in AWS_ENDPOINT_URL_S3, as the compose workers do
+        remote_cmds.append(["dvc", "remote", "modify", name, "endpointurl", endpoint])
     push = ["dvc", "push", "-q", *([] if remote else ["-r", "sample"])]  # a given remote is the default now
     for cmd in (*remote_cmds, ["dvc", "add", "-q", "data"], push):
         run(cmd, cwd=dest, **env)

@@ -22,6 +22,7 @@ root, gets a folder of its own that it removes). Tests use the fixtures only:
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import secrets
@@ -449,7 +450,74 @@ def serve_model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 
-class PrefectStack:
+class PrefectClient:
+    """The prefect CLI and REST API of a Prefect server at ``api`` (``http://host:port/api``) that runs elsewhere.
+
+    ``env`` is every ``prefect`` command's environment (PREFECT_API_URL among it); its PREFECT_API_AUTH_STRING, when
+    set, authenticates the REST requests too. Commands run in ``home`` unless told otherwise.
+    """
+
+    def __init__(self, api: str, env: dict[str, str], home: Path) -> None:
+        self.api, self.env, self.home = api.rstrip("/"), env, home
+
+    def cmd(self, *args: str, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
+        """The prefect CLI against this server; with ``check``, a non-zero exit fails the test with its output."""
+        proc = subprocess.run(
+            [venv_tool("prefect"), *args],
+            env=self.env,
+            cwd=cwd or self.home,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert not check or proc.returncode == 0, proc.stdout + proc.stderr
+        return proc
+
+    def trigger(self, params: dict | None = None, deployment: str = "training-pipeline/local") -> str:
+        """Run ``deployment`` with ``params``; returns the flow run's id."""
+        out = self.cmd("deployment", "run", deployment, "--params", json.dumps(params or {})).stdout
+        return next(line.split()[-1] for line in out.splitlines() if "UUID" in line)
+
+    def request(self, path: str, body: dict | None = None) -> list | dict:
+        """GET ``path`` of the API (relative, e.g. ``flow_runs/<id>``), or POST ``body``; the decoded answer."""
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(f"{self.api}/{path}", data=data, headers={"Content-Type": "application/json"})
+        if self.env.get("PREFECT_API_AUTH_STRING"):
+            token = base64.b64encode(self.env["PREFECT_API_AUTH_STRING"].encode()).decode()
+            request.add_header("Authorization", f"Basic {token}")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
+
+    def flow_run(self, flow_run_id: str) -> dict:
+        """The flow run as the API returns it (state_type, infrastructure_pid, ...)."""
+        return self.request(f"flow_runs/{flow_run_id}")
+
+    def state(self, flow_run_id: str) -> str:
+        return self.flow_run(flow_run_id)["state_type"]
+
+    def wait(self, flow_run_id: str, timeout: float = 600) -> str:
+        """The flow run's final state."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            state = self.state(flow_run_id)
+            if state in FINAL:
+                return state
+            time.sleep(2)
+        raise TimeoutError(f"flow run {flow_run_id} still {state} after {timeout} s")
+
+    def logs(self, flow_run_id: str) -> str:
+        """Every log line of the flow run, oldest first."""
+        texts, offset = [], 0
+        while True:
+            body = {"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "limit": 200, "sort": "TIMESTAMP_ASC"}
+            page = self.request("logs/filter", body | {"offset": offset})
+            texts += [entry["message"] for entry in page]
+            if len(page) < 200:
+                return "\n".join(texts)
+            offset += 200
+
+
+class PrefectStack(PrefectClient):
     """A real Prefect server on a free 127.0.0.1 port (PREFECT_HOME in a temp dir) and process workers.
 
     The server keeps its state in sqlite under PREFECT_HOME, or in the PostgreSQL database ``database_url``
@@ -461,19 +529,20 @@ class PrefectStack:
         self, home: Path, mlflow_uri: str | None, database_url: str | None = None, env: dict[str, str] | None = None
     ) -> None:
         self.port = free_port()
-        self.api = f"http://127.0.0.1:{self.port}/api"
-        self.env = tool_env(
+        api = f"http://127.0.0.1:{self.port}/api"
+        client_env = tool_env(
             PREFECT_HOME=str(home),
-            PREFECT_API_URL=self.api,
+            PREFECT_API_URL=api,
             PREFECT_SERVER_ANALYTICS_ENABLED="false",
             MLFLOW_TRACKING_URI=mlflow_uri,
             PREFECT_LOGGING_LEVEL="INFO",
             **(env or {}),
         )
+        super().__init__(api, client_env, home)
         self.server_env = dict(self.env)
         if database_url:
             self.server_env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = database_url
-        self.home, self.procs = home, []
+        self.procs = []
         self.worker_proc = self.origin = self.mlflow = self.tracking = self.team = None
 
     def start(self) -> PrefectStack:
@@ -492,19 +561,6 @@ class PrefectStack:
         time.sleep(down_s)
         self.procs.insert(0, self._server())
 
-    def cmd(self, *args: str, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
-        """The prefect CLI against this server."""
-        proc = subprocess.run(
-            [venv_tool("prefect"), *args],
-            env=self.env,
-            cwd=cwd or self.home,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert not check or proc.returncode == 0, proc.stdout + proc.stderr
-        return proc
-
     def start_worker(self) -> subprocess.Popen:
         """A process worker of the pool prefect.yaml's `local` deployment uses (``worker_proc``)."""
         cmd = [venv_tool("prefect"), "worker", "start", "--pool", "visionops-process"]
@@ -519,43 +575,6 @@ class PrefectStack:
     def stop(self) -> None:
         for proc in reversed(self.procs):
             stop_group(proc, timeout=60)
-
-    def trigger(self, params: dict | None = None) -> str:
-        """Run the `local` deployment; returns the flow run's id."""
-        out = self.cmd("deployment", "run", "training-pipeline/local", "--params", json.dumps(params or {})).stdout
-        return next(line.split()[-1] for line in out.splitlines() if "UUID" in line)
-
-    def _post(self, path: str, body: dict) -> list | dict:
-        request = urllib.request.Request(
-            f"{self.api}/{path}", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
-        )
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return json.loads(response.read())
-
-    def state(self, flow_run_id: str) -> str:
-        with urllib.request.urlopen(f"{self.api}/flow_runs/{flow_run_id}", timeout=10) as response:
-            return json.loads(response.read())["state_type"]
-
-    def wait(self, flow_run_id: str, timeout: float = 600) -> str:
-        """The flow run's final state."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            state = self.state(flow_run_id)
-            if state in FINAL:
-                return state
-            time.sleep(2)
-        raise TimeoutError(f"flow run {flow_run_id} still {state} after {timeout} s")
-
-    def logs(self, flow_run_id: str) -> str:
-        """Every log line of the flow run, oldest first."""
-        texts, offset = [], 0
-        while True:
-            body = {"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "limit": 200, "sort": "TIMESTAMP_ASC"}
-            page = self._post("logs/filter", body | {"offset": offset})
-            texts += [entry["message"] for entry in page]
-            if len(page) < 200:
-                return "\n".join(texts)
-            offset += 200
 
 
 PREFECT_AUTH_STRING = "visionops:test-only-prefect-password"  # a throwaway server's credentials, never real ones
