@@ -68,15 +68,33 @@ def test_docker_deployments_build_and_push_the_image_they_run() -> None:
 
     steps = pytest.importorskip("prefect_docker.deployments.steps", reason="./run.sh setup --with docker")
     config = yaml.safe_load((REPO / "prefect.yaml").read_text())
+    images = {}
     for deployment in (d for d in config["deployments"] if d["name"] != "local" and "process" not in d["name"]):
-        for section in ("build", "push"):
-            (name, kwargs), *_ = deployment[section][0].items()
+        for step in (deployment["build"] or []) + (deployment["push"] or []):
+            (name, kwargs), *_ = step.items()
             function = getattr(steps, name.rpartition(".")[2])
             inspect.signature(function).bind(**{k: v for k, v in kwargs.items() if k != "id"})
-        assert deployment["build"][0]["prefect_docker.deployments.steps.build_docker_image"]["buildargs"] == {
-            "EXTRA": "gpu"
-        }
+        build = deployment["build"][0]["prefect_docker.deployments.steps.build_docker_image"]
+        images[deployment["name"]] = (build["tag"], build["buildargs"]["EXTRA"], bool(deployment["push"]))
+        assert build["buildargs"]["BASE_IMAGE"] == "{{ $VISIONOPS_BASE_IMAGE }}", "docker/build-images.sh's base"
         assert deployment["work_pool"]["job_variables"]["image"] == "{{ build-image.image }}", deployment["name"]
+    # GPU images go through a registry; the CPU twin's image stays on the engine that built it.
+    gpu = ("gpu", "gpu", True)
+    assert images == {
+        "gpu-docker": gpu,
+        "cpu-docker": ("cpu", "cpu", False),
+        "gpu-kubernetes": gpu,
+        "gpu-kubernetes-multiworker": gpu,
+    }
+
+
+def test_cpu_docker_is_gpu_docker_without_the_device_request() -> None:
+    deployments = {d["name"]: d for d in yaml.safe_load((REPO / "prefect.yaml").read_text())["deployments"]}
+    gpu, cpu = (deployments[name]["work_pool"]["job_variables"] for name in ("gpu-docker", "cpu-docker"))
+    assert gpu.pop("container_create_kwargs")["device_requests"][0]["driver"] == "nvidia"
+    assert (gpu.pop("image_pull_policy"), cpu.pop("image_pull_policy")) == ("IfNotPresent", "Never")
+    assert gpu == cpu, "the rest of the job template is the same"
+    assert deployments["cpu-docker"]["work_pool"]["name"] == "visionops-cpu-docker"
 
 
 def test_deployment_runs_then_a_rerun_retrains_nothing(prefect_pipeline) -> None:
