@@ -10,6 +10,8 @@
 # Safe to rerun: what is installed already is kept.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# dockerd, iptables and debootstrap install to sbin folders, which a plain or sudo shell may leave off PATH.
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
 COMPOSE_VERSION=2.40.3
 COMPOSE_SHA256=dba9d98e1ba5bfe11d88c99b9bd32fc4a0624a30fafe68eea34d61a3e42fd372 # docker-compose in that sdist

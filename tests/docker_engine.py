@@ -22,13 +22,15 @@ CACHE = Path(os.environ.get("VISIONOPS_CACHE", "/var/cache/visionops"))
 # Debian's client (another `docker` may come first on PATH); the compose plugin works with either.
 DOCKER = "/usr/bin/docker" if Path("/usr/bin/docker").exists() else (shutil.which("docker") or "docker")
 INSTALL_HINT = "as root: docker/install-engine.sh (.ci/run runs it on a fresh root machine)"
+# dockerd, iptables, ip and debootstrap live in sbin folders, which a plain or sudo shell may leave off PATH.
+ROOT_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/local/sbin", "/usr/sbin", "/sbin"])
 
 
 def unavailable() -> str | None:
     """Why no engine can be started here, or None when it can."""
     if os.geteuid() != 0:
         return "dockerd (and debootstrap) need root; CI runs as root"
-    missing = [tool for tool in ("dockerd", "debootstrap", "iptables") if not shutil.which(tool)]
+    missing = [tool for tool in ("dockerd", "debootstrap", "iptables") if not shutil.which(tool, path=ROOT_PATH)]
     if missing:
         return f"{', '.join(missing)} not installed: {INSTALL_HINT}"
     if run([DOCKER, "compose", "version"], cwd=CACHE.parent, check=False).returncode != 0:
@@ -65,10 +67,12 @@ class DockerEngine:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"{CACHE / 'engine.lock'} held by another engine for {lock_timeout} s") from None
                 time.sleep(5)
-        cmd = ["dockerd", "--host", self.env["DOCKER_HOST"], "--data-root", str(CACHE / "docker")]
+        cmd = [shutil.which("dockerd", path=ROOT_PATH), "--host", self.env["DOCKER_HOST"]]
+        cmd += ["--data-root", str(CACHE / "docker")]
         cmd += ["--exec-root", str(self.root / "exec"), "--pidfile", str(self.root / "dockerd.pid")]
         log = open(self.root / "dockerd.log", "ab")  # noqa: SIM115 - kept open for the process's lifetime
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        env = os.environ | {"PATH": ROOT_PATH}  # dockerd runs iptables and runc from there
+        self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout
         while self.docker("version", check=False).returncode != 0:
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -87,7 +91,8 @@ class DockerEngine:
         stop_group(self.proc, timeout=60)
         self.proc = None
         if not self.had_docker0 and Path("/sys/class/net/docker0").exists():
-            subprocess.run(["ip", "link", "delete", "docker0"], capture_output=True, check=False)
+            ip = shutil.which("ip", path=ROOT_PATH) or "ip"
+            subprocess.run([ip, "link", "delete", "docker0"], capture_output=True, check=False)
         shutil.rmtree(self.root, ignore_errors=True)
         if self.lock is not None:
             self.lock.close()  # releases the flock
@@ -97,5 +102,5 @@ class DockerEngine:
 def build_images(engine: DockerEngine, repo: Path) -> tuple[float, str]:
     """docker/build-images.sh on ``engine``; its duration in seconds and its report (sizes, per-image times)."""
     start = time.monotonic()
-    done = run(["bash", str(repo / "docker/build-images.sh")], cwd=repo, timeout=3600, **engine.env)
+    done = run(["bash", str(repo / "docker/build-images.sh")], cwd=repo, timeout=3600, PATH=ROOT_PATH, **engine.env)
     return time.monotonic() - start, done.stderr
