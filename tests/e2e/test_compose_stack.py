@@ -269,13 +269,17 @@ def test_cpu_docker_deployment_runs_in_a_container_of_the_built_image(stack: Com
 
     # Its container: created from the built image, on the compose network, and removed once the run ended.
     container = prefect.flow_run(flow_run)["infrastructure_pid"].rsplit(":", 1)[-1]
-    window = ["--since", str(int(started)), "--until", str(int(time.time()))]
+    # The run is Completed once its process exits; Docker removes the container right after ("removing").
+    deadline = time.monotonic() + 120
+    while stack.engine.docker("ps", "-aq", "--filter", f"id={container}").stdout.strip():
+        assert time.monotonic() < deadline, f"container {container} still there 120 s after its run completed"
+        time.sleep(1)
+    window = ["--since", str(int(started)), "--until", str(int(time.time()) + 1)]
     events = stack.engine.docker("events", *window, "--filter", f"container={container}", "--format", "{{json .}}")
     seen = [json.loads(line) for line in events.stdout.splitlines()]
     lifecycle = [event["Action"] for event in seen if event["Action"] in ("create", "start", "die", "destroy")]
     assert lifecycle == ["create", "start", "die", "destroy"], seen
     assert {e["Actor"]["Attributes"]["image"] for e in seen} == {"visionops:cpu"}
-    assert not stack.engine.docker("ps", "-aq", "--filter", f"id={container}").stdout.strip()
 
     # It trained and logged to the compose MLflow; its DVC experiment was pushed to the served repository.
     experiment = stack.mlflow.get_experiment_by_name(EXPERIMENT).experiment_id
