@@ -26,7 +26,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     tests on machines without a GPU (CI, laptops).
 
     The `faults` tests (servers restarted, disks filled, 16 clients at once: minutes each) run with ``-m faults``,
-    the `docker` ones (images built, the compose stack in containers: half an hour cold) with ``-m docker``, or when
+    the `docker` ones (images built, the compose stack in containers: 17 min cold, 9 cached) with ``-m docker``, or when
     their file or id is named; CI runs both tiers after the default suite (.ci/run). xdist hands out whole files in
     the order made here (pyproject's addopts), so the minutes-long end-to-end and model files start at once on both
     workers and the short ones fill in at the end. A stable sort: the order within a file stays.
