@@ -74,7 +74,7 @@ def main() -> None:
         if changes := overrides(args.config, work):
             apply_overrides(work / "params.yaml", changes)
         commit_all(work)
-        for cmd in (["dvc", "pull", "-q", "data.dvc"], ["dvc", "repro", "-q", "split"]):
+        for cmd in (["visionops", "pull-data"], ["dvc", "repro", "-q", "split"]):  # (the in-repo remote `sample`)
             sh(cmd, work)
         bare = float(sh([sys.executable, "-c", BARE], work).strip().splitlines()[-1])
         piped = timed(["dvc", "repro", "evaluate"], work)

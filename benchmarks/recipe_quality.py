@@ -38,7 +38,7 @@ def prepare(name: str, work: Path, overrides: list[str]) -> Path:
     sh(["git", "init", "-q", "-b", "main"], project)
     if name == "sample":
         shutil.copytree(REPO / "dvc-remote", project / "dvc-remote")  # the sample's committed local remote
-        sh(["dvc", "pull", "-q", "data.dvc"], project)
+        sh(["visionops", "pull-data"], project)  # from the in-repo remote `sample`, as `./run.sh pipeline` does
     else:
         not_images = shutil.ignore_patterns("*.md", "*.tsv", "LICENSE*", ".*")
         shutil.copytree(SHARED / name, project / "data", ignore=not_images)
