@@ -460,7 +460,9 @@ class PrefectClient:
     def __init__(self, api: str, env: dict[str, str], home: Path) -> None:
         self.api, self.env, self.home = api.rstrip("/"), env, home
 
-    def cmd(self, *args: str, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    def cmd(
+        self, *args: str, cwd: Path | None = None, check: bool = True, timeout: float = 300
+    ) -> subprocess.CompletedProcess:
         """The prefect CLI against this server; with ``check``, a non-zero exit fails the test with its output."""
         proc = subprocess.run(
             [venv_tool("prefect"), *args],
@@ -468,7 +470,7 @@ class PrefectClient:
             cwd=cwd or self.home,
             capture_output=True,
             text=True,
-            timeout=300,
+            timeout=timeout,
         )
         assert not check or proc.returncode == 0, proc.stdout + proc.stderr
         return proc

@@ -249,7 +249,9 @@ def test_cpu_docker_deployment_runs_in_a_container_of_the_built_image(stack: Com
     base = "visionops-base:bookworm-python3.11"
     has_own_base = run([DOCKER, "image", "inspect", base], cwd=stack.root, check=False, **stack.engine.env)
     prefect.env["VISIONOPS_BASE_IMAGE"] = base if has_own_base.returncode == 0 else ""
-    prefect.cmd("--no-prompt", "deploy", "--name", "cpu-docker")
+    # On an engine whose build cache is empty the build step builds the image from scratch: 265 s alone on
+    # 2 cores (2026-12-02), and more than 300 s while other work shares the cores.
+    prefect.cmd("--no-prompt", "deploy", "--name", "cpu-docker", timeout=1200)
 
     log = open(stack.root / "docker-worker.log", "ab")  # noqa: SIM115 - closed below
     cmd = ["prefect", "worker", "start", "--pool", "visionops-cpu-docker", "--type", "docker"]
