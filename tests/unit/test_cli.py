@@ -4,13 +4,16 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import typer
 from corpus import good_class
-from helpers import free_port, mark_project
+from helpers import REPO, free_port, mark_project, venv_tool
 from typer.testing import CliRunner
 
 from visionops import __version__
@@ -153,6 +156,28 @@ def test_a_bug_exits_4_with_its_traceback() -> None:
     assert result.exit_code == EXIT_INTERNAL == 4
     assert "Traceback" in result.stderr and "KeyError: 'missing'" in result.stderr
     assert "internal error: KeyError('missing') (a bug: please report it with the traceback)" in result.stderr
+
+
+def test_the_program_skips_only_tensorflows_teardown_at_exit(tmp_path: Path) -> None:
+    """`visionops` (visionops.cli.main) ends a command that loaded TensorFlow without the interpreter's module
+    teardown: what must still happen does (the exit code, the output, the atexit handlers)."""
+    marker = tmp_path / "atexit-ran"
+    script = (
+        "import atexit, pathlib, sys, tensorflow\n"
+        f"atexit.register(pathlib.Path({str(marker)!r}).write_text, 'ran')\n"
+        "sys.argv[1:] = ['--version']\n"
+        "from visionops.cli import main\n"
+        "main()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert (done.returncode, done.stdout) == (0, f"visionops {__version__}\n"), done.stderr[-2000:]
+    assert marker.read_text() == "ran"
+
+    shutil.copy(REPO / "params.yaml", tmp_path)  # evaluate loads TensorFlow, then finds no model
+    args = ["evaluate", "--model", "none", "--data", ".", "--split", ".", "--out", "out"]
+    done = subprocess.run([venv_tool("visionops"), *args], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == EXIT_USER, done.stderr[-2000:]
+    assert "error: none: no such model file; train one with `dvc repro train`" in done.stderr
 
 
 def test_sample_data_refuses_to_overwrite(tmp_path: Path) -> None:

@@ -1,5 +1,5 @@
 """``python -m visionops.cli``: the same commands as ``visionops``."""
 
-from visionops.cli import app
+from visionops.cli import main
 
-app()
+main()
