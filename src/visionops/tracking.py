@@ -355,8 +355,10 @@ def _log_inputs(datasets: list[Dataset | None], contexts: list[str | None], atte
             time.sleep(0.2 * attempt * (1 + random.random()))  # jitter: racing runs do not retry in lockstep
 
 
-def log_training(client: MlflowClient, run_id: str, params: Params, root: Path, artifacts: Path) -> str:
-    """Log a finished training from the stages' folders under ``artifacts`` (validate/, split/, train/).
+def log_training(
+    client: MlflowClient, run_id: str, params: Params, root: Path, train_dir: Path, split_dir: Path
+) -> str:
+    """Log a finished training from the train and split stages' folders (and validate/ beside split's).
 
     Logs params, per-epoch metrics, dataset inputs, tags (weights used, task, device), the files a reviewer
     needs (params.yaml, dvc.lock, augmentation preview, curves, TensorBoard logs, GE Data Docs and summary)
@@ -364,7 +366,8 @@ def log_training(client: MlflowClient, run_id: str, params: Params, root: Path, 
 
     Args:
         client: the tracking client; run_id: the run to log into; params: the resolved params.yaml.
-        root: the project root (params.yaml, dvc.lock, data.dvc); artifacts: the stages' output folders.
+        root: the project root (params.yaml, dvc.lock, data.dvc).
+        train_dir: the train stage's folder (``visionops train --out``); split_dir: the split stage's.
 
     Returns:
         The logged model's URI (``models:/m-...``), also kept as the run's ``visionops.model_uri`` tag.
@@ -373,8 +376,8 @@ def log_training(client: MlflowClient, run_id: str, params: Params, root: Path, 
         DamagedModelError: model.keras is truncated or changed; nothing was logged (a damaged model is never
             registered: promote registers what this logs).
     """
-
-    train_dir, split_dir = artifacts / "train", artifacts / "split"
+    train_dir, split_dir = Path(train_dir), Path(split_dir)
+    validate_dir = split_dir.parent / "validate"
     check_model_file(train_dir / "model.keras")  # first: nothing is logged for a run whose model is damaged
     history = pd.read_csv(train_dir / "history.csv")
     log_params_and_history(client, run_id, params, history)
@@ -397,14 +400,14 @@ def log_training(client: MlflowClient, run_id: str, params: Params, root: Path, 
         root / "params.yaml": "config",
         root / "dvc.lock": "config",
         split_dir / "split.json": "split",
-        artifacts / "validate" / "summary.json": "validation",
+        validate_dir / "summary.json": "validation",
     }
     for path, folder in files.items():
         if path.is_file():
             client.log_artifact(run_id, str(path), folder)
     for name in ("augment_preview.png", "curves.png", "history.csv", "weights.json", "classes.json", "params.json"):
         client.log_artifact(run_id, str(train_dir / name), "train")
-    folders = {train_dir / "tensorboard": "tensorboard", artifacts / "validate" / "data_docs": "validation/data_docs"}
+    folders = {train_dir / "tensorboard": "tensorboard", validate_dir / "data_docs": "validation/data_docs"}
     for source, target in folders.items():
         if source.is_dir():
             client.log_artifacts(run_id, str(source), target)
@@ -542,7 +545,7 @@ def log_missing(client: MlflowClient, params: Params, root: Path, artifacts: Pat
         ) from None
     done = []
     if LOGGED_TRAINING not in tags:
-        log_training(client, run.run_id, params, root, artifacts)
+        log_training(client, run.run_id, params, root, artifacts / "train", artifacts / "split")
         done.append("training")
     if (artifacts / "evaluate" / "metrics.json").is_file() and LOGGED_EVALUATION not in tags:
         log_evaluation(client, run.run_id, artifacts / "evaluate")

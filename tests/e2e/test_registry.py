@@ -312,9 +312,8 @@ def test_a_champion_with_another_class_order_is_not_compared(
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_module.uri)
     client = tracking.connect(elsewhere)
     logged = tracking.start_run(client, "registry-test", "reordered", {}, elsewhere / "run_id")
-    tracking.log_training(
-        client, logged.run_id, load_params(elsewhere / "params.yaml"), elsewhere, elsewhere / "artifacts"
-    )
+    params, artifacts = load_params(elsewhere / "params.yaml"), elsewhere / "artifacts"
+    tracking.log_training(client, logged.run_id, params, elsewhere, artifacts / "train", artifacts / "split")
     logged.write(elsewhere / "artifacts/train")
     for project in (elsewhere, candidates["worse"]):
         _use_registry(project, "order")

@@ -82,7 +82,7 @@ def log(project: Path, epochs: int, live_epochs: int, score: float) -> dict:
     for row in frame.to_dict("records")[:live_epochs]:  # as fitting.epoch_reporter passes a finished epoch on
         listener(int(row["epoch"]), {**{k: row[k] for k in METRICS}, "stage": float(row["stage"])})
     run.write(artifacts / "train")
-    model_uri = tracking.log_training(client, run.run_id, params, project, artifacts)
+    model_uri = tracking.log_training(client, run.run_id, params, project, artifacts / "train", artifacts / "split")
     tracking.log_evaluation(client, run.run_id, artifacts / "evaluate")
     return {"run_id": run.run_id, "model_uri": model_uri, "score": score}
 

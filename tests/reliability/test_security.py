@@ -183,7 +183,9 @@ def test_no_secret_reaches_mlflow(tmp_path: Path, mlflow_server, monkeypatch) ->
     client = tracking.connect(root)
     run_id = tracking.start_run(client, "canary", "canary-run", {"stage": "train"}, root / "run_id").run_id
     model.save(artifacts / "train" / "model.keras")
-    tracking.log_training(client, run_id, load_params(root / "params.yaml"), root, artifacts)
+    tracking.log_training(
+        client, run_id, load_params(root / "params.yaml"), root, artifacts / "train", artifacts / "split"
+    )
     tracking.log_evaluation(client, run_id, artifacts / "evaluate")
 
     logged = MlflowClient(mlflow_server.uri).get_run(run_id).data
