@@ -9,6 +9,8 @@ into its training run (run.json beside it).
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +20,8 @@ from visionops.contracts import check_labels
 from visionops.files import image_files, write_json
 from visionops.model import load_trained
 from visionops.scoring import score_set, score_split
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -61,7 +65,7 @@ def evaluate(
     Raises:
         ClassMismatchError: the test split or the hold-out folder holds classes the model was not trained on.
     """
-    out_dir = Path(out_dir)
+    started, out_dir = time.perf_counter(), Path(out_dir)
     with registry.local_model(model_ref) as (path, known):
         model, info = load_trained(path, known)
     metrics = score_split(model, info, str(model_ref), data_dir, split_dir, params, out_dir)
@@ -73,6 +77,7 @@ def evaluate(
         metrics["holdout"] = score_set(model, info, files, rel, names, params, out_dir / "holdout", title)
     write_json(out_dir / "metrics.json", metrics)
     save_resolved(params, out_dir)
+    log.info("evaluate: model scored, outputs written in %.1f s", time.perf_counter() - started)  # (as in train)
     run_id, warnings = tracking.log_into_training_run(
         model_ref, "the evaluation", lambda client, run: tracking.log_evaluation(client, run, out_dir)
     )
