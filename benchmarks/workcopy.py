@@ -11,8 +11,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def sh(cmd: list[str], cwd: Path) -> str:
+def sh(cmd: list[str], cwd: Path, merge: bool = False) -> str:
     """Run ``cmd`` with this venv first on PATH and no MLflow/Prefect/visionops setting of the caller's shell.
+
+    Returns its stdout, with its stderr (the log) interleaved when ``merge``.
 
     Raises:
         SystemExit: the command failed; the message holds its command line and the end of its output.
@@ -20,9 +22,10 @@ def sh(cmd: list[str], cwd: Path) -> str:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     for key in [k for k in env if k.startswith(("MLFLOW_", "PREFECT_", "VISIONOPS_"))]:
         del env[key]
-    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    err = subprocess.STDOUT if merge else subprocess.PIPE
+    done = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
     if done.returncode:
-        raise SystemExit(f"$ {' '.join(cmd)}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+        raise SystemExit(f"$ {' '.join(cmd)}\n{done.stdout[-3000:]}\n{(done.stderr or '')[-3000:]}")
     return done.stdout
 
 
