@@ -56,7 +56,7 @@ STAGES = {  # name in the CSV → what the child process runs
     "cache fill (disk)": "cache-disk",
     "evaluate": "evaluate",
 }
-SWITCH_SIZES = (48, 128, 224)  # train.image_size: the committed one, a mid size, B0's default
+SWITCH_SIZES = (128, 224)  # train.image_size beside the committed one: a mid size, B0's default
 
 
 # ----------------------------------------------------------------------------------------------- child processes
@@ -141,7 +141,8 @@ def setup_model(model: Path) -> dict:
     """Save an untrained classifier at the committed size (model.keras + classes.json) for evaluate to score.
 
     Returns:
-        Where ``train.cache: auto`` switches to disk at each of :data:`SWITCH_SIZES`, with the memory available now.
+        Where ``train.cache: auto`` switches to disk at the committed size and each of :data:`SWITCH_SIZES`, with the
+        memory available now.
     """
     from visionops.cache import MEMORY_SHARE, available_memory, memory_cache_limit
     from visionops.config import load_params
@@ -159,7 +160,7 @@ def setup_model(model: Path) -> dict:
     info.write(model)
     memory = available_memory()
     switch = []
-    for size in SWITCH_SIZES:
+    for size in (params.size, *SWITCH_SIZES):
         side = resize_side(params.model_copy(update={"image_size": size}))
         switch.append(
             {
