@@ -100,6 +100,7 @@ def main() -> None:
     if out.is_file():
         kept = pd.read_csv(out)
         frame = pd.concat([kept[~kept["dataset"].isin(frame["dataset"])], frame], ignore_index=True)
+    frame = frame.sort_values("dataset", key=lambda names: names.map(list(GOALS).index), kind="stable")  # table order
     frame.to_csv(out, index=False)
     print(frame.to_string(index=False))
 
