@@ -37,7 +37,8 @@ close='document.querySelector("[data-component-id=\"mlflow.assistant.chat_panel.
 ml="workflowType=machine_learning"
 shot experiment-runs.png "$mlflow/#/experiments/$exp?$ml" 1900,1000 "$close"
 shot compare-runs.png "$mlflow/#/compare-runs?runs=%5B%22$r1%22,%22$r2%22%5D&experiments=%5B%22$exp%22%5D&$ml" 1900,1600 "$close"
-shot run-artifacts.png "$mlflow/#/experiments/$exp/runs/$r2/artifacts/evaluation/confusion_matrix.png?$ml" 1900,1100 "$close"
+# The artifacts of the older run: the pipeline's full training, not the short deployment run after it.
+shot run-artifacts.png "$mlflow/#/experiments/$exp/runs/$r1/artifacts/evaluation/confusion_matrix.png?$ml" 1900,1100 "$close"
 shot registered-model.png "$mlflow/#/models/visionops-sample-classifier?$ml" 1900,1300 "$close"
 tab='[...document.querySelectorAll("button,a,[role=tab],li,div")].filter(e => e.textContent.trim() === "Artifacts").pop()?.click()'
 shot prefect-flow-run.png "$prefect/runs/flow-run/$flow_run" 1900,1200 "$tab"
