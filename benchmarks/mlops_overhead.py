@@ -124,6 +124,8 @@ def main() -> None:
     frame = pd.DataFrame([row])
     if out.is_file() and "train_work_s" in (earlier := pd.read_csv(out)).columns:  # (rows of this method only)
         frame = pd.concat([earlier.query("config != @row['config']"), frame], ignore_index=True)
+    order = ["committed", "tiny", "long"]  # the tables' order, whichever config ran last
+    frame = frame.sort_values("config", key=lambda names: names.map(order.index), kind="stable")
     frame.to_csv(out, index=False)
     print(frame.to_string(index=False))
 
