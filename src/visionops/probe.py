@@ -119,12 +119,13 @@ def probe_file(path: Path, root: Path, max_pixels: int) -> FileFacts:
         facts.error = "bad_filename: the name is not valid UTF-8 (shown with \\x escapes); rename it, e.g. convmv"
         return facts
     # list_files never enters a symlinked folder, so only a symlinked file can lead out (one lstat, not a realpath).
-    if path.is_symlink() and not is_inside(path, root):
-        facts.error = f"symlink_outside_data: points to {os.readlink(path)}; not read. Copy the file into data/"
-        return facts
-    if path.is_symlink() and not path.exists():
-        facts.error = f"broken_symlink: points to {os.readlink(path)}, which does not exist; fix or remove the link"
-        return facts
+    if path.is_symlink():
+        if not is_inside(path, root):
+            facts.error = f"symlink_outside_data: points to {os.readlink(path)}; not read. Copy the file into data/"
+            return facts
+        if not path.exists():
+            facts.error = f"broken_symlink: points to {os.readlink(path)}, which does not exist; fix or remove the link"
+            return facts
     try:
         data = path.read_bytes()
     except OSError as err:
