@@ -147,9 +147,10 @@ def setup_model(model: Path) -> dict:
     from visionops.cache import MEMORY_SHARE, available_memory, memory_cache_limit
     from visionops.config import load_params
     from visionops.contracts import ModelInfo
-    from visionops.model import build_backbone, build_model
+    from visionops.model import build_model
     from visionops.sample import SHAPES
     from visionops.train import resize_side
+    from visionops.weights import build_backbone
 
     params = load_params(REPO / "params.yaml").train.model_copy(update={"weights": None})
     backbone, _ = build_backbone(params)

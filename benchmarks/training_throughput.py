@@ -38,9 +38,10 @@ from visionops.contracts import ModelInfo
 from visionops.dataset import Batches
 from visionops.distribute import configure_precision, distribution_strategy
 from visionops.fitting import compile_for_stage, global_batch_size, make_batches
-from visionops.model import batchnorm_frozen, build_backbone, build_model, freeze_for_stage
+from visionops.model import batchnorm_frozen, build_model, freeze_for_stage
 from visionops.probe import is_hidden
 from visionops.train import resize_side
+from visionops.weights import build_backbone
 
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parents[1] / "shared" / "datasets" / "clothing"
@@ -83,7 +84,7 @@ def model_and_batches(
     keras.utils.set_random_seed(train.seed)
     with strategy.scope():
         backbone, weights = build_backbone(train)
-        frozen = batchnorm_frozen(train.finetune.batchnorm, weights)
+        frozen = batchnorm_frozen(train.finetune.batchnorm, weights.pretrained)
         model = build_model(backbone, len(classes), train.dropout, frozen)
     freeze_for_stage(model, 2, train.finetune.unfreeze_blocks, frozen)
     info = ModelInfo.for_task(train.task, classes, image_size=size, resize_side=resize_side(train), model=train.model)

@@ -11,19 +11,20 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def sh(cmd: list[str], cwd: Path, merge: bool = False) -> str:
-    """Run ``cmd`` with this venv first on PATH and no MLflow/Prefect/visionops setting of the caller's shell.
+def sh(cmd: list[str], cwd: Path, merge: bool = False, env: dict[str, str] | None = None) -> str:
+    """Run ``cmd`` with this venv first on PATH and no MLflow/Prefect/visionops setting of the caller's shell (only
+    ``env``'s).
 
     Returns its stdout, with its stderr (the log) interleaved when ``merge``.
 
     Raises:
         SystemExit: the command failed; the message holds its command line and the end of its output.
     """
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    for key in [k for k in env if k.startswith(("MLFLOW_", "PREFECT_", "VISIONOPS_"))]:
-        del env[key]
+    full = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    for key in [k for k in full if k.startswith(("MLFLOW_", "PREFECT_", "VISIONOPS_"))]:
+        del full[key]
     err = subprocess.STDOUT if merge else subprocess.PIPE
-    done = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
+    done = subprocess.run(cmd, cwd=cwd, env={**full, **(env or {})}, stdout=subprocess.PIPE, stderr=err, text=True)
     if done.returncode:
         raise SystemExit(f"$ {' '.join(cmd)}\n{done.stdout[-3000:]}\n{(done.stderr or '')[-3000:]}")
     return done.stdout

@@ -100,6 +100,9 @@ VARIANT_SIZES = {
     "EfficientNetV2S": 384,
     "EfficientNetV2M": 480,
     "EfficientNetV2L": 480,
+    "EfficientNetLite0": 224,
+    "EfficientNetLite1": 240,
+    "EfficientNetLite2": 260,
 }
 if TYPE_CHECKING:  # (a Literal built from the table, one list to maintain, is beyond a static checker)
     Variant = str
@@ -121,6 +124,18 @@ class StageParams(_Section):
     )
     warmup_epochs: float = Field(
         default=0.0, ge=0, description="Linear warm-up from 0 to learning_rate first (at most half the stage)."
+    )
+
+
+class HeadParams(StageParams):
+    """Stage 1: the head on the frozen backbone's pooled features, embedded once per view (visionops.embeddings)."""
+
+    views: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description="Views of each training image embedded once: its centre crop and views - 1 augmented ones; "
+        "every epoch shows each image in one of them.",
     )
 
 
@@ -173,13 +188,16 @@ class TrainParams(_Section):
     label_smoothing: float = Field(default=0.0, ge=0, lt=1)
     class_weights: bool = Field(default=True, description="Weight classes inversely to their frequency.")
     early_stopping_patience: int = Field(default=3, ge=1)
+    early_stopping_min_delta: float = Field(
+        default=0.0, ge=0, description="A smaller fall of the validation loss does not count as better."
+    )
     resize_margin: float = Field(default=1.15, ge=1.0, le=2.0, description="Cache images this much larger.")
     cache: Literal["auto", "memory", "disk"] = Field(
         default="auto", description="auto: memory while train + val images fit half the available memory, else disk."
     )
     workers: int = Field(default=2, ge=1, le=64, description="Threads running the augmentations.")
     seed: int = Field(default=42, ge=0)
-    head: StageParams = Field(default_factory=StageParams)
+    head: HeadParams = Field(default_factory=HeadParams)
     finetune: FinetuneParams = Field(default_factory=FinetuneParams)
 
     @property

@@ -135,14 +135,28 @@ class Batches(keras.utils.PyDataset):
             pipeline.set_random_seed(int(rng.integers(2**31)))
         batch = np.empty((len(chosen), self.size, self.size, 3), dtype=np.float32)
         for row, j in enumerate(chosen):
-            image = self.example(j, rng)
-            if pipeline is not None:
-                image = pipeline(image=image)["image"]
-                if image.shape[:2] != (self.size, self.size):
-                    image = cv2.resize(image, (self.size, self.size), interpolation=cv2.INTER_AREA)
-            batch[row] = image
+            batch[row] = self._augmented(self.example(j, rng), pipeline)
         labels = self.label[chosen]
         return batch, np.eye(self.num_classes, dtype=np.float32)[labels], self.weights[labels]
+
+    def _augmented(self, image: np.ndarray, pipeline: A.Compose | None) -> np.ndarray:
+        if pipeline is None:
+            return image
+        image = pipeline(image=image)["image"]
+        if image.shape[:2] != (self.size, self.size):
+            image = cv2.resize(image, (self.size, self.size), interpolation=cv2.INTER_AREA)
+        return image
+
+    def view(self, j: int, seed: Sequence[int] | None) -> np.ndarray:
+        """Example ``j`` as one view, RGB uint8: as evaluation sees it (``seed`` None), or a training view whose random
+        crop and augmentation are drawn from ``seed`` alone (not from the batch or the epoch it would fall in)."""
+        if seed is None or not self.training:
+            return self.example(j, None)
+        rng = np.random.default_rng(list(seed))
+        pipeline = self._pipeline()
+        if pipeline is not None:
+            pipeline.set_random_seed(int(rng.integers(2**31)))
+        return self._augmented(self.example(j, rng), pipeline)
 
 
 def balanced_class_weights(labels: Sequence[int], num_classes: int) -> dict[int, float]:

@@ -174,16 +174,24 @@ def fit_stage(
     model: keras.Model,
     stage: int,
     epochs: int,
-    train_batches: Batches,
-    val_batches: Batches | None,
+    data: Callable[[], tuple[keras.utils.PyDataset, keras.utils.PyDataset | None]],
+    *,
     resume: Path,
     out_dir: Path,
     patience: int,
+    min_delta: float = 0.0,
     callbacks: list[keras.callbacks.Callback] | None = None,
 ) -> None:
     """Fit one fine-tuning stage with per-epoch backups, or load its weights when an earlier run finished it.
 
-    ``callbacks`` run after the stage's own (backups, the CSV history, early stopping, TensorBoard).
+    Args:
+        model: what the stage trains (the classifier, or its head alone on features).
+        stage: 1 or 2; epochs: the stage's epochs (0: nothing is fitted, the weights are kept as they are).
+        data: makes the (training, validation) batches; called only when the stage really fits.
+        resume: the run's resume folder; out_dir: where TensorBoard logs go.
+        patience: early stopping's epochs without a validation loss better by ``min_delta`` (the best epoch's
+            weights are kept).
+        callbacks: run after the stage's own (backups, the CSV history, early stopping, TensorBoard).
     """
     done = resume / f"stage{stage}.weights.h5"
     if done.is_file():
@@ -192,6 +200,7 @@ def fit_stage(
         return
     if epochs:
         drop_unreadable_backup(resume / f"stage{stage}-backup", stage)
+        train_batches, val_batches = data()
         monitor = "val_loss" if val_batches is not None else "loss"
         model.fit(
             train_batches,
@@ -202,7 +211,9 @@ def fit_stage(
             callbacks=[
                 keras.callbacks.BackupAndRestore(str(resume / f"stage{stage}-backup")),
                 keras.callbacks.CSVLogger(str(resume / f"stage{stage}-history.csv"), append=True),
-                keras.callbacks.EarlyStopping(monitor, patience=patience, restore_best_weights=True),
+                keras.callbacks.EarlyStopping(
+                    monitor, patience=patience, min_delta=min_delta, restore_best_weights=True
+                ),
                 keras.callbacks.TensorBoard(str(out_dir / "tensorboard" / f"stage{stage}")),
                 *(callbacks or []),
             ],

@@ -1,20 +1,15 @@
-"""EfficientNet factory: backbone by name, classification head, weights resolution, freeze policy, loading."""
+"""The classifier around an EfficientNet backbone (:mod:`visionops.weights`): head, freeze policy, loading."""
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import re
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import keras
 
-from visionops.config import ConfigError, TrainParams
 from visionops.contracts import ModelInfo, check_model_file, check_outputs
 from visionops.errors import UserError
-from visionops.files import sha256_file
 
 log = logging.getLogger(__name__)
 SCRATCH_BN_MOMENTUM = 0.9
@@ -24,82 +19,9 @@ class UnsafeModelError(UserError, ValueError):
     """A model file carries code (a Lambda layer) and Keras safe_mode refuses it; the CLI shows the message."""
 
 
-class WeightsError(UserError):
-    """The configured weights cannot be loaded and the policy says stop. The message says how to fix it."""
-
-
-@dataclass(frozen=True)
-class WeightsUsed:
-    """Which initial weights the backbone really got: recorded for later stages and MLflow."""
-
-    requested: str | None
-    used: str  # "imagenet", "random", or "file"
-    path: str | None = None
-    sha256: str | None = None
-    fallback_reason: str | None = None
-
-    def to_json(self) -> str:
-        """The record as JSON (weights.json)."""
-        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
-
-
-def imagenet_cache_file(variant: str) -> Path:
-    """Where Keras looks for the variant's ImageNet 'notop' weights before downloading them."""
-    match = re.fullmatch(r"EfficientNet(V2)?(\w+)", variant)
-    assert match is not None, variant  # (train.model is validated against the EfficientNet variants)
-    name = f"efficientnetv2-{match.group(2).lower()}" if match.group(1) else f"efficientnet{match.group(2).lower()}"
-    home = os.environ.get("KERAS_HOME") or Path.home() / ".keras"
-    return Path(home) / "models" / f"{name}_notop.h5"
-
-
-def _backbone(variant: str, size: int, weights: str | None) -> keras.Model:
-    factory = getattr(keras.applications, variant)
-    return factory(include_top=False, weights=weights, input_shape=(size, size, 3), pooling="avg")
-
-
-def build_backbone(params: TrainParams) -> tuple[keras.Model, WeightsUsed]:
-    """Create the EfficientNet backbone with the weights params ask for, following the fallback policy.
-
-    Raises:
-        ConfigError: ``train.weights`` names a file that does not exist.
-        WeightsError: ImageNet weights cannot be fetched and ``train.weights_fallback`` is ``stop``.
-    """
-    requested, size = params.weights, params.size
-    if requested is None:
-        return _backbone(params.model, size, None), WeightsUsed(requested, "random")
-    if requested != "imagenet":
-        path = Path(requested).expanduser()
-        if not path.is_file():
-            raise ConfigError(
-                f"params.yaml: train.weights: weights file '{requested}' does not exist. Give the path of a "
-                f"{params.model} 'notop' weights file, 'imagenet', or null for random initialisation."
-            )
-        try:
-            model = _backbone(params.model, size, str(path))
-        except (ValueError, OSError) as err:
-            raise ConfigError(f"params.yaml: train.weights: '{requested}' does not fit {params.model}: {err}") from None
-        return model, WeightsUsed(requested, "file", str(path), sha256_file(path))
-    try:
-        return _backbone(params.model, size, "imagenet"), WeightsUsed(requested, "imagenet")
-    except Exception as err:  # noqa: BLE001 - keras.utils.get_file raises a bare Exception when offline
-        cache = imagenet_cache_file(params.model)
-        reason = (
-            f"train.weights=imagenet: cannot fetch the ImageNet weights of {params.model} ({err}). Put the file at "
-            f"{cache} (it is read from there before any download), set train.weights to a local weights file, "
-            "or set train.weights to null."
-        )
-        if params.weights_fallback == "stop":
-            raise WeightsError(reason + " Or set train.weights_fallback: random to train from scratch.") from None
-        log.warning(
-            "!" * 78 + "\n%s\nCONTINUING FROM RANDOM INITIALISATION (train.weights_fallback=random).\n" + "!" * 78,
-            reason,
-        )
-        return _backbone(params.model, size, None), WeightsUsed(requested, "random", fallback_reason=reason)
-
-
-def batchnorm_frozen(policy: str, weights: WeightsUsed) -> bool:
+def batchnorm_frozen(policy: str, pretrained: bool) -> bool:
     """Resolve ``train.finetune.batchnorm``: 'auto' freezes BatchNormalization only over pretrained weights."""
-    return policy == "frozen" or (policy == "auto" and weights.used != "random")
+    return policy == "frozen" or (policy == "auto" and pretrained)
 
 
 def build_model(backbone: keras.Model, num_classes: int, dropout: float, freeze_batchnorm: bool = True) -> keras.Model:

@@ -79,17 +79,22 @@ def render(f: dict, name: str, version: str, run: dict, decision: Promotion) -> 
         f"| {r['class']} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {int(r['support'])} |"
         for r in f["per_class"]
     )
-    weights = f["weights"]["used"] + (
-        f" (requested {f['weights']['requested']})" if f["weights"]["fallback_reason"] else ""
-    )
+    w = f["weights"]
+    weights = f"**{w['used']}**" + (f" (requested {w['requested']})" if w["fallback_reason"] else "")
+    if w.get("source"):
+        weights += f" from {w['source']}, file sha256 `{w['sha256']}`"
+        weights += f", converted from a {w['format']}" if w.get("format", "").startswith("PyTorch") else ""
+        weights += f"; licence {w['licence']}" if w.get("licence") else ""
+    scratch = "\n\n**Trained from random weights, with no pretrained start.**" if w["used"] == "random" else ""
     augment = ", ".join(a["name"] for a in f["recipe"]["augment"]) or "none"
+    head, finetune = train["head"], train["finetune"]
     uri = f"models:/{name}/{version}"
     limits = "\n".join(f"- {line}" for line in _limits(f))
     return f"""# {name} v{version}
 
 {info.task} model, {info.model} at {info.image_size} px, {len(info.classes)} classes:
 {", ".join(map(str, info.classes))} (in output order). Registry decision: **{decision.decision}**,
-{decision.reason}.
+{decision.reason}.{scratch}
 
 ## Data
 - data.dvc md5 `{run.get("data.dvc_md5") or "unknown"}`, split id `{split.split_id[:16]}`, git commit
@@ -101,11 +106,11 @@ def render(f: dict, name: str, version: str, run: dict, decision: Promotion) -> 
 {counts}
 
 ## Training recipe
-- {info.model}, weights **{weights}**; input {info.image_size} px, centre crop of a {info.resize_side}-px
+- {info.model}, weights {weights}; input {info.image_size} px, centre crop of a {info.resize_side}-px
   square (training: random crops of it)
-- stage 1 (frozen backbone, head only): {train["head"]["epochs"]} epochs at learning rate
-  {train["head"]["learning_rate"]}; stage 2 (unfreeze {train["finetune"]["unfreeze_blocks"]} blocks, BatchNorm
-  {train["finetune"]["batchnorm"]}): {train["finetune"]["epochs"]} epochs at {train["finetune"]["learning_rate"]}
+- stage 1 (frozen backbone, head only, on cached features of {head.get("views", 1)} views per image):
+  {head["epochs"]} epochs at learning rate {head["learning_rate"]}; stage 2 (unfreeze {finetune["unfreeze_blocks"]}
+  blocks, BatchNorm {finetune["batchnorm"]}): {finetune["epochs"]} epochs at {finetune["learning_rate"]}
 - batch {train["batch_size"]}, dropout {train["dropout"]}, label smoothing {train["label_smoothing"]}, class
   weights {train["class_weights"]}, early stopping patience {train["early_stopping_patience"]}, seed {train["seed"]}
 - augmentation: {augment}

@@ -106,7 +106,17 @@ def version_tags(metrics: dict, split_id: str, run_tags: dict[str, str]) -> dict
     tags = {f"metric.{k}": str(v) for k, v in numbers.items()}
     tags.update({score_tag(split_id, k): str(v) for k, v in numbers.items()})
     tags["split_id"] = split_id
-    lineage_keys = {k: k for k in ("git.commit", "git.dirty", "data.dvc_md5", "weights.used", "task", "model")}
+    lineage = (
+        "git.commit",
+        "git.dirty",
+        "data.dvc_md5",
+        "weights.used",
+        "weights.source",
+        "weights.sha256",
+        "task",
+        "model",
+    )
+    lineage_keys = {k: k for k in lineage}
     lineage_keys["mlflow.runName"] = "run_name"
     tags.update({ours: run_tags[theirs] for theirs, ours in lineage_keys.items() if theirs in run_tags})
     return tags

@@ -388,6 +388,8 @@ def log_training(
         {
             "weights.used": weights["used"],
             "weights.requested": str(weights["requested"]),
+            **{f"weights.{k}": str(weights[k]) for k in WEIGHTS_PROVENANCE if weights.get(k)},
+            "mlflow.note.content": run_description(weights, info),
             "task": info.task,
             "model": info.model,
             "device.gpu": str(info.gpu).lower(),
@@ -416,6 +418,19 @@ def log_training(
         model_uri = _log_classifier(train_dir, info)
         mlflow.set_tags({MODEL_URI_TAG: model_uri, LOGGED_TRAINING: "true"})
     return model_uri
+
+
+WEIGHTS_PROVENANCE = ("source", "package", "package_version", "sha256", "format", "licence")  # of weights.json
+
+
+def run_description(weights: dict, info: ModelInfo) -> str:
+    """The run's description (the first thing its page shows): what was trained from which initial weights."""
+    what = f"{info.task} model, {info.model} at {info.image_size} px, {len(info.classes)} classes"
+    if weights["used"] == "random":
+        why = f" ({weights['fallback_reason']})" if weights.get("fallback_reason") else " (train.weights: null)"
+        return f"**Trained from RANDOM weights**{why}: no pretrained start. {what}."
+    source = weights.get("source") or weights.get("path")
+    return f"Fine-tuned from {weights['used']} weights ({source}, sha256 `{str(weights.get('sha256'))[:12]}`). {what}."
 
 
 def _log_classifier(train_dir: Path, info: ModelInfo) -> str:

@@ -42,8 +42,10 @@ from visionops.fitting import (
     sync_batchnorm,
     worker_dirs,
 )
-from visionops.model import WeightsUsed, batchnorm_frozen, build_backbone, build_model, freeze_for_stage
+from visionops.head import FeatureBatches, feature_batches, head_model
+from visionops.model import batchnorm_frozen, build_model, freeze_for_stage
 from visionops.plots import plot_history
+from visionops.weights import WeightsUsed, build_backbone
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +126,8 @@ def train(
     )
     with strategy.scope():
         backbone, weights = build_backbone(params)
-        frozen_bn = batchnorm_frozen(params.finetune.batchnorm, weights)
+        log.info("%s from %s", params.model, weights.describe())
+        frozen_bn = batchnorm_frozen(params.finetune.batchnorm, weights.pretrained)
         info = ModelInfo.for_task(
             params.task,
             split.classes,
@@ -135,6 +138,7 @@ def train(
             **device,
         )
         model = build_model(backbone, len(info.classes), params.dropout, frozen_bn)
+        head = head_model(model)
         if not frozen_bn:
             sync_batchnorm(model, strategy)
     # A full disk mid-run is one line naming the folder and about how much room training needs (not an HDF5 or
@@ -151,20 +155,32 @@ def train(
             atomic_write_bytes(
                 write_dir / "augment_preview.png", cv2.imencode(".png", preview_grid(preview))[1].tobytes()
             )
-            for stage, stage_params in ((1, params.head), (2, params.finetune)):
+            shas = {s: list(lists[s]["sha256"]) for s in ("train", "val")}
+
+            def features() -> tuple[FeatureBatches, FeatureBatches | None]:
+                data = {"train": (train_batches, shas["train"]), "val": (val_batches, shas["val"])}
+                return feature_batches(backbone, weights, params, augment, data, info.resize_side)
+
+            # Stage 1: the head alone on the frozen backbone's cached features; stage 2: the classifier, top blocks
+            # unfrozen, on augmented images.
+            stages = (
+                (1, head, params.head, features),
+                (2, model, params.finetune, lambda: (train_batches, val_batches)),
+            )
+            for stage, fitted, stage_params, data in stages:
                 freeze_for_stage(model, stage, params.finetune.unfreeze_blocks, frozen_bn)
-                compile_for_stage(model, stage_params, len(train_batches), params, device["xla"])
+                compile_for_stage(fitted, stage_params, len(train_batches), params, device["xla"])
                 live = [epoch_reporter(on_epoch, stage, resume)] if on_epoch else []
                 fit_stage(
-                    model,
+                    fitted,
                     stage,
                     stage_params.epochs,
-                    train_batches,
-                    val_batches,
-                    resume,
-                    write_dir,
-                    params.early_stopping_patience,
-                    live,
+                    data,
+                    resume=resume,
+                    out_dir=write_dir,
+                    patience=params.early_stopping_patience,
+                    min_delta=params.early_stopping_min_delta,
+                    callbacks=live,
                 )
             merged = history(resume)
             with atomic_path(write_dir / "model.keras") as tmp:  # never a truncated model.keras for evaluate to load

@@ -122,6 +122,21 @@ def _a_second_run_is_decided_by_the_rule(project: Path) -> None:
     assert str(client.get_model_version_by_alias(name, "challenger").version) == "2"
     runs = {client.get_model_version(name, v).run_id for v in ("1", "2")}
     assert len(runs) == 2, "one MLflow run per training"
+    _the_weights_provenance_reaches_the_run_the_version_and_its_card(client, name)
+
+
+def _the_weights_provenance_reaches_the_run_the_version_and_its_card(client, name: str) -> None:
+    """The committed params start from the packaged ImageNet weights; where they came from is on record."""
+    from visionops.weights import PACKAGED
+
+    package = PACKAGED["EfficientNetLite2"]
+    version = client.get_model_version(name, "1")
+    assert version.tags["weights.used"] == "imagenet" and version.tags["weights.sha256"] == package.sha256
+    assert version.tags["weights.source"] == f"package {package.package} 0.1.0"
+    assert f"from package {package.package} 0.1.0, file sha256 `{package.sha256}`" in version.description
+    logged = client.get_run(version.run_id).data.tags
+    assert logged["weights.package_version"] == "0.1.0" and logged["weights.licence"].startswith("Apache-2.0")
+    assert logged["mlflow.note.content"].startswith(f"Fine-tuned from imagenet weights (package {package.package}")
 
 
 def _data_with_other_classes_ends_green_and_uncompared(project: Path) -> None:

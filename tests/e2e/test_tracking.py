@@ -74,6 +74,7 @@ def _assert_complete_run(client: MlflowClient, project: Path, uri: str) -> None:
     for key in ("git.commit", "git.dirty", "split_id", "weights.used", "task", "hardware.platform", "version.keras"):
         assert tags.get(key), key
     assert tags[LOGGED_TRAINING] == tags[LOGGED_EVALUATION] == "true"
+    assert tags["mlflow.note.content"].startswith("**Trained from RANDOM weights** (train.weights: null)")
     assert 0 <= logged.data.metrics["test_accuracy"] <= 1 and "test_ece" in logged.data.metrics
     contexts = {i.tags[0].value for i in logged.inputs.dataset_inputs}
     assert contexts == {"train", "validation", "test"}

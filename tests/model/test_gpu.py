@@ -13,10 +13,11 @@ from helpers import SIZE, tiny_params
 
 from visionops.config import SplitParams, ValidateParams
 from visionops.distribute import configure_precision
-from visionops.model import build_backbone, build_model
+from visionops.model import build_model, freeze_for_stage
 from visionops.split import split
 from visionops.train import train
 from visionops.validate import validate
+from visionops.weights import build_backbone
 
 pytestmark = [pytest.mark.gpu, pytest.mark.slow]
 
@@ -50,3 +51,20 @@ def test_train_records_the_gpu_settings(tmp_path: Path, restore_policy) -> None:
     train(data, tmp_path / "s", tiny_params(), [], tmp_path / "t")
     info = json.loads((tmp_path / "t" / "classes.json").read_text())
     assert info["gpu"] and info["mixed_precision"] and info["xla"]
+
+
+def test_the_gpu_recipe_trains_every_block_of_lite0_at_224_px(restore_policy) -> None:
+    """docs/scaling.md's GPU recipe: EfficientNetLite0 from the packaged ImageNet weights, every block unfrozen
+    (BatchNormalization frozen), 224 px, mixed precision and XLA."""
+    configure_precision()
+    backbone, used = build_backbone(tiny_params(model="EfficientNetLite0", weights="imagenet", image_size=224))
+    model = build_model(backbone, 5, 0.2, freeze_batchnorm=True)
+    freeze_for_stage(model, 2, "all", freeze_batchnorm=True)
+    assert used.used == "imagenet" and backbone.get_layer("block1a_dwconv").compute_dtype == "float16"
+    model.compile(optimizer=keras.optimizers.Adam(1e-4), loss="categorical_crossentropy", jit_compile=True)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (32, 224, 224, 3)).astype("float32")
+    y = np.eye(5, dtype="float32")[rng.integers(0, 5, 32)]
+    losses = [float(model.train_on_batch(x, y)) for _ in range(5)]
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0], "five steps on one batch lower its loss"
+    assert model.predict(x, verbose=0).dtype == np.float32

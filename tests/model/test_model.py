@@ -11,22 +11,15 @@ import pytest
 from helpers import SIZE, tiny_params
 
 from visionops.config import ConfigError
-from visionops.model import (
-    WeightsError,
-    batchnorm_frozen,
-    build_backbone,
-    build_model,
-    freeze_for_stage,
-    imagenet_cache_file,
-    load_model,
-)
+from visionops.model import batchnorm_frozen, build_model, freeze_for_stage, load_model
+from visionops.weights import WeightsError, build_backbone, imagenet_cache_file
 
 pytestmark = pytest.mark.slow
 
 
 def _model(weights=None, classes: int = 3, policy: str = "auto"):
     backbone, used = build_backbone(tiny_params(weights=str(weights) if weights else None))
-    frozen = batchnorm_frozen(policy, used)
+    frozen = batchnorm_frozen(policy, used.pretrained)
     return build_model(backbone, classes, 0.2, frozen), used, frozen
 
 
@@ -80,7 +73,9 @@ def test_every_batchnorm_stays_frozen_in_stage_2(pretrained_file: Path) -> None:
 
 def test_batchnorm_policy() -> None:
     _, random, _ = _model()
-    assert not batchnorm_frozen("auto", random) and batchnorm_frozen("frozen", random)
+    assert not random.pretrained
+    assert not batchnorm_frozen("auto", False) and batchnorm_frozen("auto", True)
+    assert batchnorm_frozen("frozen", False) and not batchnorm_frozen("trainable", True)
 
 
 def test_a_tiny_batch_overfits() -> None:
@@ -139,3 +134,41 @@ def test_imagenet_offline_policy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         assert fragment in str(info.value)
     _, used = build_backbone(tiny_params(weights="imagenet", weights_fallback="random"))
     assert used.used == "random" and used.requested == "imagenet" and str(cache) in used.fallback_reason
+
+
+def test_lite_imagenet_weights_come_from_the_locked_package_with_their_provenance() -> None:
+    from visionops.weights import PACKAGED
+
+    backbone, used = build_backbone(tiny_params(model="EfficientNetLite0", weights="imagenet"))
+    package = PACKAGED["EfficientNetLite0"]
+    assert (used.used, used.package, used.package_version) == ("imagenet", package.package, "0.1.0")
+    assert used.sha256 == package.sha256 and used.path.endswith(package.file) and used.format.startswith("PyTorch")
+    assert "Apache-2.0" in used.licence and used.pretrained
+    stem = backbone.get_layer("stem_conv").kernel.numpy()
+    assert stem.shape == (3, 3, 3, 32) and np.abs(stem).max() > 1.0  # ImageNet filters, not the initialiser's ±0.5
+
+
+def test_a_lite_package_file_that_is_not_the_locked_one_is_never_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
+    from visionops import weights
+
+    changed = dataclasses.replace(weights.PACKAGED["EfficientNetLite0"], sha256="0" * 64)
+    monkeypatch.setitem(weights.PACKAGED, "EfficientNetLite0", changed)
+    monkeypatch.setattr(weights, "read_state_dict", lambda path: pytest.fail(f"{path} was read"))
+    with pytest.raises(WeightsError, match=r"has sha256 5793442.*not the locked 0000"):
+        build_backbone(tiny_params(model="EfficientNetLite0", weights="imagenet"))
+    _, used = build_backbone(tiny_params(model="EfficientNetLite0", weights="imagenet", weights_fallback="random"))
+    assert used.used == "random" and "not the locked" in used.fallback_reason
+
+
+def test_a_lite_checkpoint_file_is_read_safely(tmp_path: Path) -> None:
+    import os
+
+    from torch_files import Planted, write_legacy
+
+    from visionops.torch_checkpoint import CheckpointError
+
+    crafted = write_legacy(tmp_path / "lite.pth", {"x": Planted(os.system, "true")})
+    with pytest.raises(CheckpointError, match="refused to load"):
+        build_backbone(tiny_params(model="EfficientNetLite0", weights=str(crafted)))

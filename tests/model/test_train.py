@@ -18,6 +18,7 @@ from visionops.config import AugmentStep, EvaluateParams, SplitParams, ValidateP
 from visionops.contracts import ClassMismatchError
 from visionops.evaluate import evaluate
 from visionops.predict import predict
+from visionops.preprocess import load_square
 from visionops.split import split
 from visionops.train import train
 from visionops.validate import validate
@@ -195,3 +196,77 @@ def test_resume_after_kill(tmp_path: Path) -> None:
     assert epochs_run_again <= 12 - done_before + 1, "the rerun resumed, it did not start stage 2 over"
     runs = json.loads((tmp_path / "train" / "run.json").read_text())
     assert (tmp_path / "mlflow.db").is_file() and runs["run_id"], "the resumed training logged into the project store"
+
+
+def _lite(**overrides) -> dict:
+    """Lite0 from the packaged ImageNet weights, tiny: what the pretrained tests train."""
+    return {"model": "EfficientNetLite0", "weights": "imagenet", **overrides}
+
+
+def test_pretrained_head_trains_on_cached_embeddings_that_match_the_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stage 1 learns from stored features, and those are what the saved model computes for the same views."""
+    from visionops.dataset import Batches
+    from visionops.embeddings import CACHE_ENV
+    from visionops.head import head_model
+    from visionops.model import load_trained
+    from visionops.weights import build_backbone
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    data, split_dir = _dataset(tmp_path)
+    params = tiny_params(**_lite(head={"epochs": 3, "views": 3}, finetune={"epochs": 0}))
+    result = train(data, split_dir, params, AUGMENT, tmp_path / "train")
+    assert result.weights.used == "imagenet" and result.history["stage"].tolist() == [1, 1, 1]
+    lists = {s: pd.read_csv(split_dir / f"{s}.csv") for s in ("train", "val")}
+    shards = sorted((tmp_path / "cache" / "embeddings").rglob("*.npz"))
+    stored = _stored(tmp_path / "cache")
+    assert len(stored) == 3 * len(lists["train"]) + len(lists["val"])
+    assert {k.split(":")[0] for k in stored} == set(lists["train"]["sha256"]) | set(lists["val"]["sha256"])
+
+    model, info = load_trained(tmp_path / "train")
+    fresh, _ = build_backbone(params)  # the backbone was frozen: still the packaged weights
+    for ours, packaged in zip(model.layers[1].weights, fresh.weights, strict=True):
+        np.testing.assert_array_equal(ours.numpy(), packaged.numpy())
+    images = np.stack([load_square(data / p, info.resize_side) for p in lists["val"]["path"]])
+    val = Batches(images, info.labels(list(lists["val"]["label"])), 3, info.image_size, 8)
+    features = np.stack([stored[f"{sha}:0:centre"] for sha in lists["val"]["sha256"]])
+    from_features = head_model(model).predict(features, verbose=0)
+    np.testing.assert_allclose(
+        from_features, model.predict(val, verbose=0), atol=1e-5
+    )  # the head learnt what it is served
+
+    again = train(
+        data,
+        split_dir,
+        tiny_params(**_lite(head={"epochs": 2, "views": 3, "learning_rate": 0.01}, finetune={"epochs": 0})),
+        AUGMENT,
+        tmp_path / "t2",
+    )
+    assert sorted((tmp_path / "cache" / "embeddings").rglob("*.npz")) == shards, "nothing embedded again"
+    assert again.history["stage"].tolist() == [1, 1]
+
+
+def test_orientation_from_pretrained_weights_embeds_each_rotation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from visionops.embeddings import CACHE_ENV
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    data, split_dir = _dataset(tmp_path, per_class=6)
+    params = tiny_params(**_lite(task="orientation", head={"epochs": 1, "views": 2}, finetune={"epochs": 1}))
+    result = train(data, split_dir, params, [AugmentStep(name="RandomBrightnessContrast", p=0.5)], tmp_path / "t")
+    assert result.info.task == "orientation" and result.weights.used == "imagenet"
+    keys = list(_stored(tmp_path / "cache"))
+    train_images = len(pd.read_csv(split_dir / "train.csv"))
+    assert {int(k.split(":")[1]) for k in keys} == {0, 1, 2, 3}, "each of the four rotations is a view of its own"
+    assert sum(":view1-" in k for k in keys) == 4 * train_images
+
+
+def _stored(cache: Path) -> dict[str, np.ndarray]:
+    """Every (key, features) pair in the embedding cache ``cache``, read from its shards."""
+    found = {}
+    for shard in cache.rglob("[!.]*.npz"):
+        with np.load(shard) as data:
+            found.update(zip(data["keys"].tolist(), data["features"], strict=True))
+    return found

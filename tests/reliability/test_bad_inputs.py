@@ -117,7 +117,7 @@ def _augment(project: Path) -> object:
 
 
 def _backbone(project: Path) -> object:
-    from visionops.model import build_backbone  # (TensorFlow: imported only by the kind that needs it)
+    from visionops.weights import build_backbone  # (TensorFlow: imported only by the kind that needs it)
 
     return build_backbone(_load(project).train)
 

@@ -58,8 +58,8 @@ def _template(root: Path) -> Path:
     metrics.json themselves."""
     import keras
 
-    from visionops.model import WeightsUsed
     from visionops.plots import plot_history
+    from visionops.weights import WeightsUsed
 
     project = tiny_project(root, PARAMS)
     train, evaluate = project / "artifacts/train", project / "artifacts/evaluate"

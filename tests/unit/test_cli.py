@@ -24,7 +24,19 @@ from visionops.errors import EXIT_INTERNAL, EXIT_UNAVAILABLE, EXIT_USAGE, EXIT_U
 runner = CliRunner()
 
 
-COMMANDS = ["sample-data", "validate", "split", "train", "evaluate", "export", "predict", "promote", "log-run", "ui"]
+COMMANDS = [
+    "sample-data",
+    "validate",
+    "split",
+    "train",
+    "evaluate",
+    "export",
+    "predict",
+    "promote",
+    "log-run",
+    "ui",
+    "weights",
+]
 
 
 @pytest.mark.parametrize("command_name", COMMANDS)
@@ -40,6 +52,24 @@ def test_version_and_short_help() -> None:
     shown = runner.invoke(app, ["-h"])
     assert shown.exit_code == 0 and "validate" in shown.stdout and "promote" in shown.stdout
     assert "Exit codes: 0 done; 1 a user error" in " ".join(shown.stdout.split()), "the codes are documented"
+
+
+def test_weights_lists_every_variant_and_what_is_here_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from visionops.config import VARIANT_SIZES
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))  # an empty Keras cache: no B/V2 weights here
+    result = runner.invoke(app, ["weights", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {r["model"]: r for r in json.loads(result.stdout)}
+    assert set(rows) == set(VARIANT_SIZES)
+    lite = [rows[f"EfficientNetLite{n}"] for n in range(3)]
+    assert all(r["imagenet offline"] == "yes" and "pytorch-model 0.1.0 (sha256 checked)" in r["source"] for r in lite)
+    assert rows["EfficientNetLite2"]["size"] == "260"
+    assert rows["EfficientNetB0"]["imagenet offline"] == "no" and str(tmp_path) in rows["EfficientNetB0"]["source"]
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "efficientnetb0_notop.h5").write_bytes(b"cached")
+    rows = {r["model"]: r for r in json.loads(runner.invoke(app, ["weights", "--json"]).stdout)}
+    assert rows["EfficientNetB0"]["imagenet offline"] == "yes" and rows["EfficientNetB1"]["imagenet offline"] == "no"
 
 
 @pytest.fixture

