@@ -57,7 +57,9 @@ def main(out_dir: Path, report: Path) -> None:
     val_batches = Batches(val_images, val_labels, **common)
     compile_for_stage(model, StageParams(epochs=EPOCHS, learning_rate=0.01), len(train_batches), params, xla=False)
     with worker_dirs(out_dir, out_dir.parent / f".resume-{out_dir.name}", topology) as (write_dir, resume):
-        fit_stage(model, 1, EPOCHS, train_batches, val_batches, resume, write_dir, patience=EPOCHS)
+        fit_stage(
+            model, 1, EPOCHS, lambda: (train_batches, val_batches), resume=resume, out_dir=write_dir, patience=EPOCHS
+        )
         history = (resume / "stage1-history.csv").read_text()
         weights = [w.tolist() for w in model.get_weights()]
         (write_dir / "weights.json").write_text(json.dumps(weights))
