@@ -27,13 +27,14 @@ from pathlib import Path
 
 import keras
 import pandas as pd
+import tensorflow as tf
+from epochs import EpochTimes
 
 from visionops.augment import build_augment
-from visionops.cache import cache_images
 from visionops.config import load_params
-from visionops.dataset import Batches, balanced_class_weights
+from visionops.contracts import ModelInfo
 from visionops.embeddings import CACHE_ENV
-from visionops.fitting import compile_for_stage
+from visionops.fitting import compile_for_stage, make_batches
 from visionops.head import feature_batches, head_model
 from visionops.model import batchnorm_frozen, build_model, freeze_for_stage
 from visionops.probe import is_hidden
@@ -42,21 +43,6 @@ from visionops.weights import build_backbone
 
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parents[1] / "shared" / "datasets" / "flowers"
-
-
-class EpochTimes(keras.callbacks.Callback):
-    """Wall time of each epoch, from its start to its end."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.seconds: list[float] = []
-        self._start = 0.0
-
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self._start = time.perf_counter()
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        self.seconds.append(time.perf_counter() - self._start)
 
 
 def median_epoch(model: keras.Model, batches: keras.utils.PyDataset, epochs: int) -> float:
@@ -83,29 +69,20 @@ def main() -> None:
             generate_sample(root)
         paths = sorted(p for p in root.rglob("*") if p.is_file() and not is_hidden(p.relative_to(root)))
         paths = [p for p in paths if p.suffix.lower() in (".jpg", ".jpeg", ".png")]
-        classes = sorted({p.relative_to(root).parts[0] for p in paths})
-        labels = [classes.index(p.relative_to(root).parts[0]) for p in paths]
+        rel = [p.relative_to(root) for p in paths]
+        frame = pd.DataFrame({"path": [str(p) for p in rel], "label": [p.parts[0] for p in rel]})
+        lists = {"train": frame, "val": frame.iloc[:0]}
         shas = [hashlib.sha256(p.read_bytes()).hexdigest() for p in paths]
-        side = resize_side(params)
-        images = cache_images(paths, side)
-        pipeline = build_augment(augment, params.task, params.seed)
-        weights = balanced_class_weights(labels, len(classes)) if params.class_weights else None
-        train = Batches(
-            images,
-            labels,
-            len(classes),
-            params.size,
-            params.batch_size,
-            task=params.task,
-            seed=params.seed,
-            augment=pipeline,
-            training=True,
-            class_weights=weights,
-            crop_scale=params.crop_scale,
-            workers=params.workers,
+        info = ModelInfo.for_task(
+            params.task, sorted(set(frame["label"])), image_size=params.size, resize_side=resize_side(params)
         )
+        pipeline = build_augment(augment, params.task, params.seed)
+        strategy = tf.distribute.get_strategy()
+        train, _ = make_batches(root, Path(tmp) / "train", lists, info, params, pipeline, strategy)  # as train.py
         backbone, used = build_backbone(params)
-        model = build_model(backbone, len(classes), params.dropout, batchnorm_frozen(params.finetune.batchnorm, True))
+        model = build_model(
+            backbone, len(info.classes), params.dropout, batchnorm_frozen(params.finetune.batchnorm, True)
+        )
         freeze_for_stage(model, 1)
         compile_for_stage(model, params.head, len(train), params, xla=False)
         baseline = median_epoch(model, train, args.epochs)
@@ -113,10 +90,10 @@ def main() -> None:
         os.environ[CACHE_ENV] = str(Path(tmp) / "cache")
         data = {"train": (train, shas), "val": (None, [])}
         start = time.perf_counter()
-        feature_batches(backbone, used, params, augment, data, side)
+        feature_batches(backbone, used, params, augment, data, info.resize_side)
         cold = time.perf_counter() - start
         start = time.perf_counter()
-        features, _ = feature_batches(backbone, used, params, augment, data, side)
+        features, _ = feature_batches(backbone, used, params, augment, data, info.resize_side)
         warm = time.perf_counter() - start
         head = head_model(model)
         compile_for_stage(head, params.head, len(features), params, xla=False)

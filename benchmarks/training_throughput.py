@@ -23,7 +23,6 @@ import platform
 import statistics
 import sys
 import tempfile
-import time
 from datetime import date
 from pathlib import Path
 
@@ -31,6 +30,7 @@ import keras
 import numpy as np
 import pandas as pd
 import tensorflow as tf
+from epochs import EpochTimes
 
 from visionops.augment import build_augment
 from visionops.config import Params, TrainParams, load_params
@@ -47,21 +47,6 @@ HERE = Path(__file__).resolve().parent
 SHARED = HERE.parents[1] / "shared" / "datasets" / "clothing"
 BASELINE = "baseline: in-memory NumPy batches (model only)"
 PIPELINE = "visionops cache + Batches PyDataset (train.py)"
-
-
-class EpochTimes(keras.callbacks.Callback):
-    """Wall time of each epoch, from its start to its end: the fit call's own setup is left out."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.seconds: list[float] = []
-        self._start = 0.0
-
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self._start = time.perf_counter()
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        self.seconds.append(time.perf_counter() - self._start)
 
 
 def image_lists(root: Path, count: int, seed: int) -> tuple[list[str], pd.DataFrame]:

@@ -36,24 +36,14 @@ def _pad(x: np.ndarray, k: int, stride: int, symmetric: bool) -> tuple[np.ndarra
 
 
 def _conv(x: np.ndarray, w: np.ndarray, stride: int, symmetric: bool) -> np.ndarray:
-    """Conv2dStaticSamePadding: x (H, W, C_in), w (C_out, C_in, k, k) → (H/s, W/s, C_out)."""
+    """Conv2dStaticSamePadding: x (H, W, C_in), w (C_out, C_in, k, k), or depthwise (C, 1, k, k) → (H/s, W/s, C_out)."""
     xp, out, k = _pad(x, w.shape[2], stride, symmetric)
+    depthwise = w.shape[1] == 1 and w.shape[0] == x.shape[-1] > 1
     y = np.zeros((out, out, w.shape[0]))
     for i in range(k):
         for j in range(k):
             patch = xp[i : i + stride * (out - 1) + 1 : stride, j : j + stride * (out - 1) + 1 : stride][:out, :out]
-            y += patch @ w[:, :, i, j].T
-    return y
-
-
-def _depthwise(x: np.ndarray, w: np.ndarray, stride: int, symmetric: bool) -> np.ndarray:
-    """Depthwise Conv2dStaticSamePadding: w (C, 1, k, k)."""
-    xp, out, k = _pad(x, w.shape[2], stride, symmetric)
-    y = np.zeros((out, out, w.shape[0]))
-    for i in range(k):
-        for j in range(k):
-            patch = xp[i : i + stride * (out - 1) + 1 : stride, j : j + stride * (out - 1) + 1 : stride][:out, :out]
-            y += patch * w[:, 0, i, j]
+            y += patch * w[:, 0, i, j] if depthwise else patch @ w[:, :, i, j].T
     return y
 
 
@@ -90,7 +80,7 @@ def reference_logits(
         inputs = x
         if f"{p}_expand_conv.weight" in s:
             x = relu6(bn(_conv(x, s[f"{p}_expand_conv.weight"], 1, symmetric), f"{p}_bn0"))
-        x = relu6(bn(_depthwise(x, s[f"{p}_depthwise_conv.weight"], stride, symmetric), f"{p}_bn1"))
+        x = relu6(bn(_conv(x, s[f"{p}_depthwise_conv.weight"], stride, symmetric), f"{p}_bn1"))
         x = bn(_conv(x, s[f"{p}_project_conv.weight"], 1, symmetric), f"{p}_bn2")
         if stride == 1 and inputs.shape[-1] == x.shape[-1]:
             x = x + inputs

@@ -28,7 +28,9 @@ def test_a_random_start_is_the_first_words_of_the_run_description() -> None:
     assert run_description(scratch, INFO).startswith("**Trained from RANDOM weights** (train.weights: null)")
     fallback = json.loads(WeightsUsed("imagenet", "random", fallback_reason="the package is missing").to_json())
     assert run_description(fallback, INFO).startswith("**Trained from RANDOM weights** (the package is missing)")
-    assert not WeightsUsed(None, "random").pretrained and "random initialisation" in WeightsUsed(None, "random").describe()
+    assert (
+        not WeightsUsed(None, "random").pretrained and "random initialisation" in WeightsUsed(None, "random").describe()
+    )
 
 
 def test_a_pretrained_start_names_its_package_and_file_hash() -> None:
