@@ -3,8 +3,8 @@
 The same model, head, images, batch size and augmentation (the committed params.yaml's ``train`` and ``augment``):
   baseline   one epoch of the whole classifier with its backbone frozen, fitted on augmented images (the train
              stage's Batches): what stage 1 cost before the embedding cache
-  cached     one epoch of the head alone on the images' pooled features (visionops.head.FeatureBatches, a view drawn
-             per image and epoch), what train.py runs now
+  cached     one epoch of the head alone on the images' pooled features (visionops.training.head.FeatureBatches, a
+             view drawn per image and epoch), what train.py runs now
 ratio = baseline epoch seconds ÷ cached epoch seconds (goal: ≥ 20 on 2 cores). Each is the median of --epochs epochs
 after one warm-up epoch (tracing). Also measured: the one-off embedding of ``train.head.views`` views per image into
 an empty cache (cold) and reading them back from it (warm), and after how many head epochs the cold embedding has
@@ -27,19 +27,17 @@ from pathlib import Path
 
 import keras
 import pandas as pd
-import tensorflow as tf
 from epochs import EpochTimes
 
-from visionops.augment import build_augment
-from visionops.config import load_params
-from visionops.contracts import ModelInfo
-from visionops.embeddings import CACHE_ENV
-from visionops.fitting import compile_for_stage, make_batches
-from visionops.head import feature_batches, head_model
-from visionops.model import batchnorm_frozen, build_model, freeze_for_stage
-from visionops.probe import is_hidden
-from visionops.train import resize_side
-from visionops.weights import build_backbone
+from visionops.contracts.model import ModelInfo
+from visionops.data.augment import build_augment
+from visionops.data.probe import is_hidden
+from visionops.params import load_params
+from visionops.training.embeddings import CACHE_ENV
+from visionops.training.fitting import compile_for_stage, make_batches
+from visionops.training.head import feature_batches, head_model
+from visionops.training.model import batchnorm_frozen, build_model, freeze_for_stage
+from visionops.training.weights import build_backbone
 
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parents[1] / "shared" / "datasets" / "flowers"
@@ -63,7 +61,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="visionops-bench-embed-") as tmp:
         root = args.data or (SHARED if SHARED.is_dir() else None)
         if root is None:
-            from visionops.sample import generate_sample
+            from visionops.data.sample import generate_sample
 
             root = Path(tmp) / "sample"
             generate_sample(root)
@@ -74,11 +72,19 @@ def main() -> None:
         lists = {"train": frame, "val": frame.iloc[:0]}
         shas = [hashlib.sha256(p.read_bytes()).hexdigest() for p in paths]
         info = ModelInfo.for_task(
-            params.task, sorted(set(frame["label"])), image_size=params.size, resize_side=resize_side(params)
+            params.task, sorted(set(frame["label"])), image_size=params.size, resize_side=params.cached_side
         )
         pipeline = build_augment(augment, params.task, params.seed)
-        strategy = tf.distribute.get_strategy()
-        train, _ = make_batches(root, Path(tmp) / "train", lists, info, params, pipeline, strategy)  # as train.py
+        train, _ = make_batches(  # as train.py makes them
+            root,
+            lists,
+            info,
+            params=params,
+            runtime=settings.runtime,
+            pipeline=pipeline,
+            batch_size=params.batch_size,
+            cache_root=Path(tmp) / ".cache",
+        )
         backbone, used = build_backbone(params)
         model = build_model(
             backbone, len(info.classes), params.dropout, batchnorm_frozen(params.finetune.batchnorm, True)
@@ -90,10 +96,10 @@ def main() -> None:
         os.environ[CACHE_ENV] = str(Path(tmp) / "cache")
         data = {"train": (train, shas), "val": (None, [])}
         start = time.perf_counter()
-        feature_batches(backbone, used, params, augment, data, info.resize_side)
+        feature_batches(backbone, used, params=params, augment=augment, data=data)
         cold = time.perf_counter() - start
         start = time.perf_counter()
-        features, _ = feature_batches(backbone, used, params, augment, data, info.resize_side)
+        features, _ = feature_batches(backbone, used, params=params, augment=augment, data=data)
         warm = time.perf_counter() - start
         head = head_model(model)
         compile_for_stage(head, params.head, len(features), params, xla=False)

@@ -31,11 +31,11 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from visionops.augment import build_augment
-from visionops.cache import cache_images
 from visionops.config import AugmentStep
-from visionops.dataset import Batches
-from visionops.probe import is_hidden
+from visionops.data.augment import build_augment
+from visionops.data.cache import cache_images
+from visionops.data.dataset import Batches, Variation
+from visionops.data.probe import is_hidden
 
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parents[1] / "shared" / "datasets"
@@ -132,12 +132,11 @@ def visionops_batches(paths: list[Path], size: int):
             state["batches"] = Batches(
                 images,
                 [0] * len(paths),
-                1,
-                size,
-                BATCH,
-                training=True,
+                num_classes=1,
+                size=size,
+                batch_size=BATCH,
                 workers=2,
-                augment=build_augment(STEPS, "classification", 0),
+                variation=Variation(augment=build_augment(STEPS, "classification", 0)),
             )
         return state["batches"]
 
@@ -163,7 +162,7 @@ def main() -> None:
     args = parser.parse_args()
     root = args.data or (SHARED / "clothing" if (SHARED / "clothing").is_dir() else None)
     if root is None:
-        from visionops.sample import generate_sample
+        from visionops.data.sample import generate_sample
 
         root = Path(os.environ.get("TMPDIR", "/tmp")) / "visionops-bench-sample"
         if not root.exists():

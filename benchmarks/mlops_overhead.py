@@ -32,20 +32,20 @@ import pandas as pd
 from dvc.utils.hydra import apply_overrides
 from workcopy import commit_all, copy_checkout, sh
 
-from visionops.config import load_params
+from visionops.params import load_params
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 TINY = ["train.image_size=32", "train.head.epochs=1", "train.finetune.epochs=2"]
-IMPORTS = "import visionops.train, visionops.evaluate, visionops.tracking, mlflow"
+IMPORTS = "import visionops.stages.train, visionops.stages.evaluate, visionops.tracking, mlflow"
 EPOCH_LOGGING = """
 import sys, time
 import pandas as pd
-from visionops import tracking
-client = tracking.connect()
+from visionops.tracking import connection, runs
+client = connection.connect()
 run = client.create_run(client.get_experiment_by_name("{experiment}").experiment_id)
 history = pd.read_csv("artifacts/train/history.csv")
-log_epoch = tracking.live_metrics(client, run.info.run_id)
+log_epoch = runs.live_metrics(client, run.info.run_id)
 start = time.perf_counter()
 for step, row in history.drop(columns=["epoch", "stage"]).iterrows():
     log_epoch(step, row.to_dict())

@@ -31,7 +31,7 @@ import pandas as pd
 from dvc.utils.hydra import apply_overrides
 from workcopy import REPO, commit_all, copy_checkout, sh
 
-from visionops.embeddings import CACHE_ENV
+from visionops.training.embeddings import CACHE_ENV
 
 HERE = Path(__file__).resolve().parent
 SHARED = REPO.parent / "shared" / "datasets"

@@ -6,10 +6,10 @@ in a fresh process, on files already in the page cache; its seconds exclude inte
 is that process's high-water mark (``ru_maxrss``; forked workers count as their own largest, not summed).
 
 * raw decode (the baseline): ``cv2.imdecode`` of every file in full, one forked process per core;
-* validate: ``visionops.validate.validate`` with the committed params (what ``dvc repro validate`` runs);
-* split: ``visionops.split.split`` on validate's manifest;
+* validate: ``visionops.stages.validate.validate`` with the committed params (what ``dvc repro validate`` runs);
+* split: ``visionops.stages.split.split`` on validate's manifest;
 * cache fill (memory / disk): ``cache_images`` of every file at the committed ``train.image_size`` × margin;
-* evaluate: ``visionops.evaluate.evaluate`` of an untrained EfficientNet at the committed size on the test split
+* evaluate: ``visionops.stages.evaluate.evaluate`` of an untrained EfficientNet at the committed size on the test split
   (its cost is decoding and inference, not what the model knows).
 
 Usage: python benchmarks/scaling.py [--sizes 1000 10000 50000] [--work DIR]
@@ -88,32 +88,32 @@ def prepare(stage: str, data: Path, out: Path, model: Path) -> tuple[Callable[[]
     Imports are inside: each stage's process imports only what it needs (validate forks its readers, which is safe
     only without TensorFlow's threads), and they stay out of the timed part.
     """
-    from visionops.config import load_params
     from visionops.files import image_files
+    from visionops.params import load_params
 
     params = load_params(REPO / "params.yaml")
     files = image_files(data)
     if stage == "decode":
         return functools.partial(decode_all, files), len(files), ""
     if stage == "validate":
-        from visionops.validate import validate
+        from visionops.stages.validate import validate
 
         return functools.partial(validate, data, params.validate_, out / "validate"), len(files), ""
     if stage == "split":
-        from visionops.split import split
+        from visionops.stages.split import split
 
         manifest = out / "validate" / "manifest.csv"
         return functools.partial(split, manifest, params.split, out / "split", data), len(files), ""
     if stage in ("cache-memory", "cache-disk"):
-        from visionops.cache import cache_images
-        from visionops.contracts import ModelInfo
+        from visionops.contracts.model import ModelInfo
+        from visionops.data.cache import cache_images
 
         side = ModelInfo.read(model).resize_side  # the committed image_size × resize_margin, as train computed it
         where = out / "cache" if stage == "cache-disk" else None
         return functools.partial(cache_images, files, side, cache_dir=where), len(files), stage.split("-")[1]
     if stage == "evaluate":
-        from visionops.contracts import read_split
-        from visionops.evaluate import evaluate
+        from visionops.contracts.data import read_split
+        from visionops.stages.evaluate import evaluate
 
         tested = len(read_split(out / "split")[0]["test"])
         return functools.partial(evaluate, model, data, out / "split", params.evaluate, out / "evaluate"), tested, ""
@@ -144,25 +144,24 @@ def setup_model(model: Path) -> dict:
         Where ``train.cache: auto`` switches to disk at the committed size and each of :data:`SWITCH_SIZES`, with the
         memory available now.
     """
-    from visionops.cache import MEMORY_SHARE, available_memory, memory_cache_limit
-    from visionops.config import load_params
-    from visionops.contracts import ModelInfo
-    from visionops.model import build_model
-    from visionops.sample import SHAPES
-    from visionops.train import resize_side
-    from visionops.weights import build_backbone
+    from visionops.contracts.model import ModelInfo
+    from visionops.data.cache import MEMORY_SHARE, available_memory, memory_cache_limit
+    from visionops.data.sample import SHAPES
+    from visionops.params import load_params
+    from visionops.training.model import build_model
+    from visionops.training.weights import build_backbone
 
     params = load_params(REPO / "params.yaml").train.model_copy(update={"weights": None})
     backbone, _ = build_backbone(params)
     build_model(backbone, len(SHAPES), params.dropout).save(model / "model.keras")
     info = ModelInfo.for_task(
-        params.task, sorted(SHAPES), image_size=params.size, resize_side=resize_side(params), model=params.model
+        params.task, sorted(SHAPES), image_size=params.size, resize_side=params.cached_side, model=params.model
     )
     info.write(model)
     memory = available_memory()
     switch = []
     for size in (params.size, *SWITCH_SIZES):
-        side = resize_side(params.model_copy(update={"image_size": size}))
+        side = params.model_copy(update={"image_size": size}).cached_side
         switch.append(
             {
                 "image_size": size,
@@ -188,7 +187,7 @@ def in_child(*args: str) -> dict:
 
 def images(work: Path, files: int) -> Path:
     """A class-per-folder set of ``files`` generated photos under ``work``, reused when a complete one is there."""
-    from visionops.sample import SHAPES, generate_sample
+    from visionops.data.sample import SHAPES, generate_sample
 
     folder = work / f"images-{PHOTO[0]}x{PHOTO[1]}-{files}"
     per_class = files // len(SHAPES)

@@ -4,10 +4,10 @@ Compared, per image size (default 128 and 224 px), on the same model, images and
   baseline   in-memory: the pipeline's batches of one epoch made once as NumPy arrays, fitted with model.fit, so the
              model is the only cost
   visionops  cache + Batches PyDataset (augmentation from params.yaml in worker threads), built by
-             visionops.fitting.make_batches as the train stage builds it
+             visionops.training.fitting.make_batches as the train stage builds it
 ratio = pipeline images/s ÷ in-memory images/s: near 1.0, the input pipeline never makes the model wait.
-The model is the train stage's (visionops.model and fitting.compile_for_stage with the committed params.yaml train
-section): random weights and every layer training, as stage 2 from scratch trains. An epoch is --steps batches (a
+The model is the train stage's (visionops.training.model and fitting.compile_for_stage with the committed params.yaml
+train section): random weights and every layer training, as stage 2 from scratch trains. An epoch is --steps batches (a
 seeded subset of steps × batch images); the two inputs alternate epoch by epoch so drift of this machine hits both
 alike; one warm-up epoch of each (tracing), then the median of --epochs epochs of each.
 Data: ../shared/datasets/clothing when present, else the embedded sample generated into a temporary folder.
@@ -32,16 +32,16 @@ import pandas as pd
 import tensorflow as tf
 from epochs import EpochTimes
 
-from visionops.augment import build_augment
-from visionops.config import Params, TrainParams, load_params
-from visionops.contracts import ModelInfo
-from visionops.dataset import Batches
-from visionops.distribute import configure_precision, distribution_strategy
-from visionops.fitting import compile_for_stage, global_batch_size, make_batches
-from visionops.model import batchnorm_frozen, build_model, freeze_for_stage
-from visionops.probe import is_hidden
-from visionops.train import resize_side
-from visionops.weights import build_backbone
+from visionops.config import Params, TrainParams
+from visionops.contracts.model import ModelInfo
+from visionops.data.augment import build_augment
+from visionops.data.dataset import Batches
+from visionops.data.probe import is_hidden
+from visionops.params import load_params
+from visionops.training.distribute import configure_precision, distribution_strategy
+from visionops.training.fitting import compile_for_stage, global_batch_size, make_batches
+from visionops.training.model import batchnorm_frozen, build_model, freeze_for_stage
+from visionops.training.weights import build_backbone
 
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parents[1] / "shared" / "datasets" / "clothing"
@@ -72,10 +72,19 @@ def model_and_batches(
         frozen = batchnorm_frozen(train.finetune.batchnorm, weights.pretrained)
         model = build_model(backbone, len(classes), train.dropout, frozen)
     freeze_for_stage(model, 2, train.finetune.unfreeze_blocks, frozen)
-    info = ModelInfo.for_task(train.task, classes, image_size=size, resize_side=resize_side(train), model=train.model)
+    info = ModelInfo.for_task(train.task, classes, image_size=size, resize_side=train.cached_side, model=train.model)
     lists = {"train": listed, "val": listed.iloc[:0]}
     pipeline = build_augment(params.augment, train.task, train.seed)
-    batches, _ = make_batches(root, out_dir, lists, info, train, pipeline, strategy)
+    batches, _ = make_batches(
+        root,
+        lists,
+        info,
+        params=train,
+        runtime=params.runtime,
+        pipeline=pipeline,
+        batch_size=global_batch_size(train.batch_size, strategy),
+        cache_root=out_dir.parent / ".cache",
+    )
     compile_for_stage(model, train.finetune, len(batches), train, xla)
     return model, batches
 
@@ -109,7 +118,7 @@ def main() -> None:
         root = args.data or (SHARED if SHARED.is_dir() else None)
         dataset = "shared/datasets/clothing" if root == SHARED else str(root)
         if root is None:
-            from visionops.sample import generate_sample
+            from visionops.data.sample import generate_sample
 
             root, dataset = Path(tmp) / "data", "embedded sample"
             generate_sample(root)

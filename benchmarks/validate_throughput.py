@@ -24,8 +24,8 @@ import numpy as np
 import pandas as pd
 
 from visionops.config import ValidateParams
-from visionops.probe import probe_file
-from visionops.validate import list_files, scan, validate
+from visionops.data.probe import probe_file
+from visionops.stages.validate import list_files, scan, validate
 
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parents[1] / "shared" / "datasets" / "clothing"
@@ -61,7 +61,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = args.data or (SHARED if SHARED.is_dir() else None)
         if root is None:
-            from visionops.sample import generate_sample
+            from visionops.data.sample import generate_sample
 
             root = Path(tmp) / "data"
             generate_sample(root)

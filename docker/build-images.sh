@@ -25,7 +25,7 @@ for arg in "$@"; do
   esac
 done
 
-# Debian's client (20.10) ships the classic builder; another `docker` may come first on PATH (see STACK-NOTES).
+# Debian's client (20.10) ships the classic builder; another `docker` may come first on PATH: Debian's, by path.
 if [ -z "${DOCKER:-}" ]; then
   DOCKER=docker
   [ -x /usr/bin/docker ] && DOCKER=/usr/bin/docker

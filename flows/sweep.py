@@ -28,9 +28,10 @@ from prefect.deployments import run_deployment
 from prefect.runtime import flow_run
 from training_pipeline import check_tracking_target, sh
 
-from visionops import sweep, tracking
-from visionops.config import load_params
-from visionops.contracts import Promotion
+from visionops.contracts.results import Promotion
+from visionops.params import load_params
+from visionops.tracking import connection, sweeps
+from visionops.training import sweep
 
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
@@ -51,9 +52,9 @@ def run_trials(
                 trial = waiting.pop(0)
                 tags = {
                     "mlflow.parentRunId": parent_id,
-                    tracking.SWEEP_TAG: sweep_id,
-                    tracking.TRIAL_TAG: str(trial.index),
-                    tracking.EXPERIMENT_TAG: trial.experiment,
+                    sweeps.SWEEP_TAG: sweep_id,
+                    sweeps.TRIAL_TAG: str(trial.index),
+                    sweeps.EXPERIMENT_TAG: trial.experiment,
                 }
                 parameters = {
                     "overrides": trial.overrides,
@@ -79,7 +80,7 @@ def run_trials(
 
 def results(trials: list[sweep.Trial], ended: dict[int, tuple[str, str]], parent_id: str) -> list[sweep.TrialResult]:
     """Each trial's state with its MLflow run and test metrics (read from the sweep's child runs)."""
-    children = tracking.sweep_children(tracking.connect(), parent_id)
+    children = sweeps.sweep_children(connection.connect(), parent_id)
     found = []
     for trial in trials:
         state, error = ended[trial.index]
@@ -142,8 +143,8 @@ def sweep_flow(
     params = load_params(project / "params.yaml")
     sweep_id = name or re.sub(r"[^A-Za-z0-9_-]", "-", f"sweep-{flow_run.get_name() or 'local'}")
     trials = sweep.plan(settings, sweep_id, random, seed)
-    client = tracking.connect(project)
-    parent_id = tracking.start_sweep(client, params.tracking.experiment, sweep_id, settings, len(trials))
+    client = connection.connect(project)
+    parent_id = sweeps.start_sweep(client, params.tracking.experiment, sweep_id, settings, len(trials))
     found = results(trials, run_trials(trials, deployment, max(1, concurrency), parent_id, sweep_id), parent_id)
     metric = params.promote.metric
     best = sweep.best(found, metric, params.promote.higher_is_better)
@@ -166,7 +167,7 @@ def sweep_flow(
             "decision": decision.decision,
             "version": decision.version,
         }
-    tracking.finish_sweep(client, parent_id, rows, summary, best_facts)
+    sweeps.finish_sweep(client, parent_id, rows, summary, best_facts)
     create_markdown_artifact(summary, key="sweep", description=f"{len(trials)} trials, the best, the decision")
     return {"sweep": sweep_id, "parent_run_id": parent_id, "trials": rows, "best": best_facts}
 

@@ -27,9 +27,10 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import deployment, flow_run
 from prefect.tasks import exponential_backoff
 
-from visionops import stack
-from visionops.contracts import Promotion, RunInfo
-from visionops.tracking import RUN_TAGS_ENV
+from visionops.contracts.model import RunInfo
+from visionops.contracts.results import Promotion, TestMetrics
+from visionops.stack import supervisor
+from visionops.tracking.runs import RUN_TAGS_ENV
 
 STAGES = ("validate", "split", "train", "evaluate", "promote")
 # Per stage: (retries, timeout in seconds). Retries go where the failure can be transient: train and evaluate
@@ -192,7 +193,7 @@ class Results:
 def read_results(project: Path, promoted: bool = True) -> Results:
     """The test metrics, the promotion decision (when promote ran) and the MLflow run of the pipeline in ``project``."""
     artifacts = project / "artifacts"
-    metrics = json.loads((artifacts / "evaluate" / "metrics.json").read_text())
+    metrics = TestMetrics.read(artifacts / "evaluate").to_dict()
     decision = Promotion.read(artifacts / "promote") if promoted else None
     return Results(metrics, decision, RunInfo.read(artifacts / "train"))
 
@@ -201,7 +202,7 @@ def summary_markdown(results: Results, ran: dict[str, bool]) -> str:
     """The run's report: which stages ran, the test metrics, the promotion decision, MLflow links."""
     run, decision = results.run, results.decision
     # A server's own URL; for the project's sqlite store, where `./run.sh up` (or `visionops ui`) serves it.
-    ui = (run.tracking_uri if run.tracking_uri.startswith("http") else stack.load().mlflow_url).rstrip("/")
+    ui = (run.tracking_uri if run.tracking_uri.startswith("http") else supervisor.load().mlflow_url).rstrip("/")
     stages = [s for s in STAGES if s in ran]
     lines = [
         "## Training pipeline",

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from visionops.sample import SHAPES, render_scene
+from visionops.data.sample import SHAPES, render_scene
 
 
 def good_jpeg(seed: int, size: int = 48, shape: str = "circle") -> bytes:

@@ -12,7 +12,7 @@ import re
 import urllib.request
 from pathlib import Path
 
-from visionops.config import TrainParams
+from visionops.config import Params, TrainParams
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = 32  # image side of model tests: tiny, so B0 trains in seconds on CPU
@@ -201,14 +201,22 @@ def tiny_params(**overrides) -> TrainParams:
     what the tests check does not depend on how deep stage 2 reaches.
     """
     base = {
+        "model": "EfficientNetB0",
         "image_size": SIZE,
         "weights": None,
         "batch_size": 8,
-        "workers": 1,
         "head": {"epochs": 1},
         "finetune": {"epochs": 1, "unfreeze_blocks": 1},
     }
     return TrainParams.model_validate({**base, **overrides})
+
+
+def tiny_settings(train: TrainParams | None = None, augment: list | tuple = (), workers: int = 1) -> Params:
+    """The whole params of a tiny training: ``train`` (default :func:`tiny_params`), ``augment`` and the threads."""
+    from visionops.config import AugmentStep, RuntimeParams
+
+    steps = [s if isinstance(s, AugmentStep) else AugmentStep.model_validate(s) for s in augment]
+    return Params(train=train or tiny_params(), augment=steps, runtime=RuntimeParams(workers=workers))
 
 
 def tiny_project(
@@ -222,8 +230,8 @@ def tiny_project(
     from corpus import good_class
 
     from visionops.config import SplitParams, ValidateParams
-    from visionops.split import split
-    from visionops.validate import validate
+    from visionops.stages.split import split
+    from visionops.stages.validate import validate
 
     for label in classes:
         good_class(root / "data", label, per_class)
@@ -242,11 +250,11 @@ TINY_PIPELINE = {
     "train": {
         "image_size": 32,
         "batch_size": 16,
-        "workers": 1,
         "head": {"epochs": 1},
         "finetune": {"epochs": 1, "unfreeze_blocks": 1},  # (see tiny_params)
     },
     "promote": {"min_metric": None},
+    "runtime": {"workers": 1},
 }
 
 

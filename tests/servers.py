@@ -46,7 +46,7 @@ from helpers import (
     wait_until_up,
 )
 
-from visionops.stack import mlflow_server_env
+from visionops.stack.supervisor import mlflow_server_env
 
 # --- MLflow --------------------------------------------------------------------------------------------------------
 

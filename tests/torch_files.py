@@ -1,6 +1,6 @@
 """Writes PyTorch checkpoints without PyTorch, in both of its formats, for the reader's tests.
 
-An independent writer of the format (the reader is visionops.torch_checkpoint): pickles with the global names
+An independent writer of the format (the reader is visionops.training.torch_checkpoint): pickles with the global names
 ``torch._utils._rebuild_tensor_v2`` and ``torch.FloatStorage`` that torch.save writes, made by stand-in modules
 registered under those names only while a file is written. It can also plant any callable in the pickle, as a
 crafted checkpoint would.

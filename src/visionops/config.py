@@ -1,21 +1,20 @@
-"""params.yaml → typed, validated settings.
+"""The settings of params.yaml, typed: one pydantic model per section, every default and its meaning defined here once.
 
-Every section is a pydantic model that forbids unknown keys, so a typo such as ``split.test_ratoi`` stops
-the run with a message naming the key, instead of silently running with the default.
+Every section forbids unknown keys, so a typo such as ``split.test_ratoi`` stops the run with a message naming the
+key instead of silently running with the default. The committed params.yaml is generated from these models
+(:func:`visionops.params.render`: each field's default and description become a key, its value and its comment),
+and tests/unit/test_config.py fails when the two drift apart. Reading a params.yaml: :mod:`visionops.params`.
 """
 
 from __future__ import annotations
 
-import difflib
-import re
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from visionops.errors import UserError
-from visionops.files import climbs_out, write_json
+from visionops.files import climbs_out
+from visionops.variants import SIZE_STEP, VARIANT_SIZES, Variant
 
 ImageFormat = Literal["JPEG", "PNG", "BMP", "WEBP", "TIFF", "GIF"]
 
@@ -39,19 +38,23 @@ def _no_climbing(value: str | None, what: str) -> str | None:
 
 
 class ValidateParams(_Section):
-    """Thresholds of the validate stage (``validate:`` in params.yaml)."""
+    """Thresholds of the validate stage: what a usable image and a usable dataset are."""
 
     classes: list[str] | None = Field(
-        default=None, description="Expected class folders; null takes every non-empty top-level folder of data/."
+        default=None, description="null: every non-empty folder of data/; or a list to insist on"
     )
-    allowed_formats: list[ImageFormat] = Field(default=["JPEG", "PNG", "BMP", "WEBP"], min_length=1)
-    min_side: int = Field(default=32, ge=1, description="Smallest allowed width or height, in pixels.")
+    allowed_formats: list[ImageFormat] = Field(
+        default=["JPEG", "PNG", "BMP", "WEBP"], min_length=1, description="by content, not by file extension"
+    )
+    min_side: int = Field(default=32, ge=1, description="pixels; smaller images are quarantined")
     max_pixels: int = Field(
-        default=40_000_000, ge=1, description="Largest width*height; checked from the header, before decoding."
+        default=40_000_000, ge=1, description="width*height from the header, checked before decoding"
     )
-    channels: list[Literal[1, 2, 3, 4]] = Field(default=[1, 2, 3, 4], min_length=1)
-    min_images_per_class: int = Field(default=10, ge=1)
-    max_imbalance_ratio: float = Field(default=10.0, ge=1.0, description="Largest class size / smallest class size.")
+    channels: list[Literal[1, 2, 3, 4]] = Field(
+        default=[1, 2, 3, 4], min_length=1, description="grey, grey+alpha, RGB, RGBA/CMYK (all converted to RGB later)"
+    )
+    min_images_per_class: int = Field(default=10, ge=1, description="below this the stage fails")
+    max_imbalance_ratio: float = Field(default=10.0, ge=1.0, description="largest class / smallest class")
 
     @field_validator("classes")
     @classmethod
@@ -69,11 +72,11 @@ class ValidateParams(_Section):
 
 
 class SplitParams(_Section):
-    """Ratios and seed of the split stage (``split:`` in params.yaml)."""
+    """Train / val / test by a seeded hash of each image's content, class by class."""
 
-    test_ratio: float = Field(default=0.2, gt=0.0, lt=1.0, description="Share of each class held out for test.")
+    test_ratio: float = Field(default=0.2, gt=0.0, lt=1.0, description="share of each class held out for test")
     val_ratio: float = Field(
-        default=0.1, ge=0.0, lt=1.0, description="Share of the remaining training images used for validation."
+        default=0.1, ge=0.0, lt=1.0, description="share of the rest kept for validation (early stopping)"
     )
     seed: int = Field(default=42, ge=0)
 
@@ -84,72 +87,44 @@ class SplitParams(_Section):
         return self
 
 
-VARIANT_SIZES = {
-    "EfficientNetB0": 224,
-    "EfficientNetB1": 240,
-    "EfficientNetB2": 260,
-    "EfficientNetB3": 300,
-    "EfficientNetB4": 380,
-    "EfficientNetB5": 456,
-    "EfficientNetB6": 528,
-    "EfficientNetB7": 600,
-    "EfficientNetV2B0": 224,
-    "EfficientNetV2B1": 240,
-    "EfficientNetV2B2": 260,
-    "EfficientNetV2B3": 300,
-    "EfficientNetV2S": 384,
-    "EfficientNetV2M": 480,
-    "EfficientNetV2L": 480,
-    "EfficientNetLite0": 224,
-    "EfficientNetLite1": 240,
-    "EfficientNetLite2": 260,
-}
-if TYPE_CHECKING:  # (a Literal built from the table, one list to maintain, is beyond a static checker)
-    Variant = str
-else:
-    Variant = Literal[tuple(VARIANT_SIZES)]
-# Keras builds EfficientNet at any side >= 32, but every variant's published size is a multiple of 4 (224, 240,
-# 260, 300, 380, 456, 528, 600, 384, 480): the stem and first stride-2 stage then divide evenly, with no
-# one-sided 'same' padding at the highest resolution. Other values are almost always typos (225, 299).
-SIZE_STEP = 4
-
-
 class StageParams(_Section):
     """One fine-tuning stage: how long, how fast, and how the rate changes over the stage."""
 
     epochs: int = Field(default=3, ge=0)
-    learning_rate: float = Field(default=1e-3, gt=0, le=1)
+    learning_rate: float = Field(default=0.001, gt=0, le=1)
     schedule: Literal["constant", "cosine"] = Field(
-        default="constant", description="cosine: decay per step from learning_rate to 0 at the stage's last step."
+        default="constant", description="cosine: per step, from the peak to 0 at the last epoch; or constant"
     )
     warmup_epochs: float = Field(
-        default=0.0, ge=0, description="Linear warm-up from 0 to learning_rate first (at most half the stage)."
+        default=0.0, ge=0, description="linear warm-up from 0 to the peak first (at most half the stage)"
     )
 
 
 class HeadParams(StageParams):
-    """Stage 1: the head on the frozen backbone's pooled features, embedded once per view (visionops.embeddings)."""
+    """Stage 1: frozen backbone, the head trained on cached features (seconds per epoch)."""
 
+    epochs: int = Field(default=40, ge=0)
     views: int = Field(
-        default=4,
+        default=2,
         ge=1,
         le=64,
-        description="Views of each training image embedded once: its centre crop and views - 1 augmented ones; "
-        "every epoch shows each image in one of them.",
+        description="per training image: centre crop + views-1 augmented ones, embedded once; 1 per epoch",
     )
 
 
 class FinetuneParams(StageParams):
-    """Stage 2: the top of the backbone is unfrozen (BatchNormalization layers stay frozen)."""
+    """Stage 2: the top blocks unfrozen, on augmented images."""
 
-    learning_rate: float = Field(default=1e-4, gt=0, le=1)
+    epochs: int = Field(default=10, ge=0)
+    learning_rate: float = Field(default=0.0003, gt=0, le=1, description="peak; ~0.002 from scratch (weights: null)")
+    schedule: Literal["constant", "cosine"] = Field(
+        default="cosine", description="per step, from the peak to 0 at the last epoch; or constant"
+    )
     unfreeze_blocks: int | Literal["all"] = Field(
-        default=2, description="How many of the backbone's top blocks to unfreeze, or 'all'."
+        default=3, description="the top blocks (3: block5..7 and the head convolution); or all"
     )
     batchnorm: Literal["auto", "frozen", "trainable"] = Field(
-        default="auto",
-        description="auto: frozen when the backbone starts from pretrained weights (their statistics are worth "
-        "keeping), trainable when it starts from random weights (frozen initial statistics cannot learn).",
+        default="auto", description="auto: frozen over pretrained weights, trainable from scratch"
     )
 
     @field_validator("unfreeze_blocks")
@@ -161,41 +136,51 @@ class FinetuneParams(StageParams):
 
 
 class TrainParams(_Section):
-    """The train stage (``train:`` in params.yaml)."""
+    """Two-stage fine-tuning of EfficientNet: every key here can change the model (dvc.yaml's train reads them all)."""
 
-    task: Literal["classification", "orientation"] = "classification"
-    model: Variant = "EfficientNetB0"
+    task: Literal["classification", "orientation"] = Field(
+        default="classification", description="or orientation: learn 0/90/180/270 degrees from upright images"
+    )
+    model: Variant = Field(
+        default="EfficientNetLite2",
+        description="EfficientNetLite0..2 (ImageNet weights installed), B0..B7, V2*: `visionops weights`",
+    )
     image_size: int | None = Field(
-        default=None, ge=32, le=1024, description=f"null: the variant's default size; else a multiple of {SIZE_STEP}."
+        default=260,
+        ge=32,
+        le=1024,
+        description=f"null: the variant's default (Lite0 224, Lite2 260, B3 300 ...); else a multiple of {SIZE_STEP}",
     )
-    weights: str | None = Field(default="imagenet", description="'imagenet', a local weights file, or null.")
+    weights: str | None = Field(
+        default="imagenet",
+        description="imagenet (Lite: the installed package; B/V2: Keras' download), a weights file, or null",
+    )
     weights_fallback: Literal["stop", "random"] = Field(
-        default="stop", description="When ImageNet weights cannot be fetched: stop, or train from random init."
+        default="stop", description="when imagenet cannot be had: stop, or random (train from scratch, loudly)"
     )
-    batch_size: int = Field(default=32, ge=1, le=4096)
+    batch_size: int = Field(default=32, ge=1, le=4096, description="per replica (GPU)")
     optimizer: Literal["adam", "adamw", "sgd"] = Field(
-        default="adam", description="sgd: momentum 0.9, Nesterov. adamw/sgd apply weight_decay."
+        default="adam", description="adam, adamw or sgd (momentum 0.9, Nesterov); a fresh one per stage"
     )
     weight_decay: float = Field(
-        default=0.0, ge=0, lt=1, description="Decoupled weight decay (adamw, sgd); never on biases and norms."
+        default=0.0, ge=0, lt=1, description="decoupled (adamw, sgd); never on biases or BatchNormalization"
     )
     crop_scale: tuple[float, float] | None = Field(
         default=None,
-        description="Random-resized-crop area range, as shares of the cached square (e.g. [0.35, 1.0]); "
-        "null: fixed-size random crops of the cached square.",
+        description="null: fixed-size random crops of the cached square; or random-resized: [0.35, 1.0]",
     )
     dropout: float = Field(default=0.2, ge=0, lt=1)
     label_smoothing: float = Field(default=0.0, ge=0, lt=1)
-    class_weights: bool = Field(default=True, description="Weight classes inversely to their frequency.")
-    early_stopping_patience: int = Field(default=3, ge=1)
+    class_weights: bool = Field(default=True, description="weight classes inversely to their frequency")
+    early_stopping_patience: int = Field(
+        default=5, ge=1, description="epochs without a better val_loss, per stage; the best epoch's weights are kept"
+    )
     early_stopping_min_delta: float = Field(
-        default=0.0, ge=0, description="A smaller fall of the validation loss does not count as better."
+        default=0.001, ge=0, description="a smaller fall of val_loss is not better (a learnt set stops instead)"
     )
-    resize_margin: float = Field(default=1.15, ge=1.0, le=2.0, description="Cache images this much larger.")
-    cache: Literal["auto", "memory", "disk"] = Field(
-        default="auto", description="auto: memory while train + val images fit half the available memory, else disk."
+    resize_margin: float = Field(
+        default=1.15, ge=1.0, le=2.0, description="cache images 15% larger than image_size; training takes random crops"
     )
-    workers: int = Field(default=2, ge=1, le=64, description="Threads running the augmentations.")
     seed: int = Field(default=42, ge=0)
     head: HeadParams = Field(default_factory=HeadParams)
     finetune: FinetuneParams = Field(default_factory=FinetuneParams)
@@ -204,6 +189,11 @@ class TrainParams(_Section):
     def size(self) -> int:
         """The training image side: ``image_size`` or the variant's default."""
         return self.image_size or VARIANT_SIZES[self.model]
+
+    @property
+    def cached_side(self) -> int:
+        """The side of the cached images: the training size plus the crop margin."""
+        return round(self.size * self.resize_margin)
 
     @field_validator("crop_scale")
     @classmethod
@@ -250,15 +240,25 @@ class AugmentStep(BaseModel):
         return dict(self.model_extra or {})
 
 
-class EvaluateParams(_Section):
-    """The evaluate stage (``evaluate:`` in params.yaml)."""
+DEFAULT_AUGMENT = (
+    {"name": "HorizontalFlip", "p": 0.5},
+    # border_mode 4: reflect (cv2.BORDER_REFLECT_101)
+    {"name": "Affine", "p": 1.0, "scale": [0.8, 1.2], "translate_percent": [-0.1, 0.1], "border_mode": 4},
+    {"name": "RandomBrightnessContrast", "p": 0.5, "brightness_limit": 0.2, "contrast_limit": 0.2},
+)
 
-    top_k: int = Field(default=2, ge=1)
-    calibration_bins: int = Field(default=10, ge=2, le=100)
-    batch_size: int = Field(default=64, ge=1)
-    holdout_dir: str | None = Field(default=None, description="An extra class-per-folder set scored the same way.")
+
+class EvaluateParams(_Section):
+    """Scoring the test split (and a hold-out folder)."""
+
+    top_k: int = Field(default=2, ge=1, description="top-k accuracy and k in predictions")
+    calibration_bins: int = Field(default=10, ge=2, le=100, description="bins of the expected calibration error")
+    holdout_dir: str | None = Field(
+        default=None,
+        description="an extra class-per-folder set scored alike (no DVC dependency: dvc repro -f evaluate)",
+    )
     gallery_per_class: int = Field(
-        default=12, ge=1, le=200, description="Misclassified images shown per true class in errors/gallery.*."
+        default=12, ge=1, le=200, description="misclassified test images shown per true class in errors/gallery.*"
     )
 
     @field_validator("holdout_dir")
@@ -268,31 +268,31 @@ class EvaluateParams(_Section):
 
 
 class TrackingParams(_Section):
-    """Where train and evaluate log in MLflow (``tracking:`` in params.yaml); the server comes from
-    MLFLOW_TRACKING_URI, or the project's own sqlite store."""
+    """MLflow: MLFLOW_TRACKING_URI, else sqlite:///<project>/mlflow.db (visionops ui). Changes where, not what."""
 
-    experiment: str = Field(default="visionops", min_length=1, max_length=200)
-    run_name: str | None = Field(default=None, description="null: '<model>-<size>px-<task>-<weights>-<commit>'.")
+    experiment: str = Field(default="visionops-sample", min_length=1, max_length=200)
+    run_name: str | None = Field(default=None, description="null: <model>-<size>px-<task>-<weights>-<git commit>")
 
 
 LOWER_IS_BETTER = frozenset({"ece"})  # evaluate metrics where smaller wins; every other one is higher-is-better
 
 
 class PromoteParams(_Section):
-    """When a trained model becomes the registry's champion (``promote:`` in params.yaml)."""
+    """The MLflow Model Registry: aliases champion / challenger / previous_champion."""
 
-    registered_model: str = Field(default="visionops-classifier", min_length=1, max_length=200)
+    registered_model: str = Field(default="visionops-sample-classifier", min_length=1, max_length=200)
     metric: str = Field(
         default="macro_f1",
         pattern=r"^(accuracy|macro_f1|top_\d+_accuracy|roc_auc_ovr|ece)$",
-        description="A test metric of evaluate's metrics.json; ece is lower-is-better, the others higher.",
+        description="a test metric from evaluate (ece: lower is better)",
     )
-    min_delta: float = Field(default=0.01, ge=0, description="How much the challenger must beat the champion by.")
-    min_metric: float | None = Field(default=None, description="Floor (ceiling for ece) a champion must pass.")
-    require_pretrained: bool = Field(default=False, description="Refuse champions trained without pretrained weights.")
-    lock_timeout_s: int = Field(
-        default=1800, ge=10, description="A promotion lock older than this is taken to be from a killed process."
+    min_delta: float = Field(
+        default=0.01, ge=0, description="the challenger must beat the champion by this much, on the same test split"
     )
+    min_metric: float | None = Field(
+        default=0.5, description="floor: never make a worse model champion, even the first one"
+    )
+    require_pretrained: bool = Field(default=False, description="true: refuse champions trained from random weights")
 
     @property
     def higher_is_better(self) -> bool:
@@ -300,122 +300,37 @@ class PromoteParams(_Section):
         return self.metric not in LOWER_IS_BETTER
 
 
+class RuntimeParams(_Section):
+    """How the stages run, never what they compute: no stage lists this section in dvc.yaml, so a change reruns none."""
+
+    workers: int = Field(default=2, ge=1, le=64, description="threads running the augmentation (train)")
+    cache: Literal["auto", "memory", "disk"] = Field(
+        default="auto",
+        description="train's decoded images: memory while train + val fit half the available memory, else disk "
+        "(artifacts/.cache/*.npy, memory-mapped, reused by later runs); or memory; or disk",
+    )
+    inference_batch_size: int = Field(
+        default=64, ge=1, description="images per forward pass when scoring (evaluate, promote's re-scoring)"
+    )
+    lock_timeout_s: int = Field(
+        default=1800, ge=10, description="a promotion lock older than this belongs to a killed process and is broken"
+    )
+
+
 class Params(_Section):
-    """The whole params.yaml: one section per stage."""
+    """The whole params.yaml: one section per stage, and how they run."""
 
     validate_: ValidateParams = Field(default_factory=ValidateParams, alias="validate")
     split: SplitParams = Field(default_factory=SplitParams)
     train: TrainParams = Field(default_factory=TrainParams)
-    augment: list[AugmentStep] = Field(default_factory=list)
+    augment: list[AugmentStep] = Field(
+        default_factory=lambda: [AugmentStep.model_validate(step) for step in DEFAULT_AUGMENT],
+        description="albumentations 2.x transforms, applied in order to training images only (name + arguments); "
+        "border_mode 4 is reflect (cv2.BORDER_REFLECT_101)",
+    )
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
     tracking: TrackingParams = Field(default_factory=TrackingParams)
     promote: PromoteParams = Field(default_factory=PromoteParams)
+    runtime: RuntimeParams = Field(default_factory=RuntimeParams)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-
-def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
-    """Keys allowed at the parent of ``loc`` (used to suggest a fix for an unknown key)."""
-    model: type[BaseModel] = Params
-    for part in loc[:-1]:
-        field = next((f for n, f in model.model_fields.items() if (f.alias or n) == part), None)
-        if field is None or not isinstance(field.annotation, type) or not issubclass(field.annotation, BaseModel):
-            return []
-        model = field.annotation
-    return [f.alias or n for n, f in model.model_fields.items()]
-
-
-def _did_you_mean(word: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(word, choices, n=1)
-    return f" Did you mean '{close[0]}'?" if close else ""
-
-
-def _describe(err: ValidationError, source: str) -> str:
-    lines = [f"{source}: invalid parameters"]
-    for item in err.errors():
-        key = ".".join(str(p) for p in item["loc"]) or "<top level>"
-        if item["type"] == "extra_forbidden":
-            allowed = _allowed_keys(item["loc"])
-            hint = _did_you_mean(str(item["loc"][-1]), allowed)
-            lines.append(f"  - {key}: unknown key.{hint} Allowed here: {', '.join(allowed)}.")
-        else:
-            hint = ""
-            if item["type"] == "literal_error" and isinstance(item.get("input"), str):
-                hint = _did_you_mean(item["input"], re.findall(r"'([^']*)'", item["ctx"]["expected"]))
-            message = item["msg"].removeprefix("Value error, ")
-            lines.append(f"  - {key}: {message} (got {item.get('input')!r}).{hint}")
-    lines.append(f"Fix the key(s) above in {source}; its comments list the allowed values.")
-    return "\n".join(lines)
-
-
-def parse_params(raw: Any, source: str = "params.yaml") -> Params:
-    """Validate an already-parsed params mapping.
-
-    Raises:
-        ConfigError: a key is unknown, a value has the wrong type or is out of range; every problem is listed.
-    """
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError(
-            f"{source}: expected a mapping of sections (validate:, split:, ...), got {type(raw).__name__}"
-        )
-    try:
-        return Params.model_validate(raw)
-    except ValidationError as err:
-        raise ConfigError(_describe(err, source)) from None
-
-
-def load_params(path: Path | str = "params.yaml") -> Params:
-    """Read and validate params.yaml.
-
-    Raises:
-        ConfigError: the file is missing, is not valid YAML, or fails validation.
-    """
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: not found. Run from the project root, or pass --params PATH.") from None
-    try:
-        raw = yaml.load(text, Loader=_UniqueKeyLoader)
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}\nFix the file at the line shown.") from None
-    return parse_params(raw, source=str(path))
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a key given twice in one mapping: plain YAML keeps the last one silently."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
-        seen: set = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"key '{key}' is given twice in the same section; keep one", key_node.start_mark
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep)
-
-
-def save_resolved(section: BaseModel | dict[str, Any], out_dir: Path) -> Path:
-    """Write the resolved settings a stage ran with to ``out_dir/params.json`` and return that path.
-
-    Args:
-        section: one params section, or a mapping of section name → section for stages reading several.
-        out_dir: the stage's output folder.
-    """
-    target = Path(out_dir) / "params.json"
-    write_json(target, _dump(section))
-    return target
-
-
-def _dump(value: Any) -> Any:
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="json", by_alias=True)
-    if isinstance(value, dict):
-        return {k: _dump(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_dump(v) for v in value]
-    return value

@@ -10,7 +10,7 @@ import pytest
 from corpus import BAD_KINDS, good_class, good_jpeg, tree_digest, write
 
 from visionops.config import ValidateParams
-from visionops.validate import ValidationFailed, validate
+from visionops.stages.validate import ValidationFailed, validate
 
 PARAMS = ValidateParams(min_images_per_class=3, min_side=16)
 

@@ -127,7 +127,7 @@ def _a_second_run_is_decided_by_the_rule(project: Path) -> None:
 
 def _the_weights_provenance_reaches_the_run_the_version_and_its_card(client, name: str) -> None:
     """The committed params start from the packaged ImageNet weights; where they came from is on record."""
-    from visionops.weights import PACKAGED
+    from visionops.training.weights import PACKAGED
 
     package = PACKAGED["EfficientNetLite2"]
     version = client.get_model_version(name, "1")

@@ -150,7 +150,7 @@ def test_servers_restarted_mid_train_the_run_completes_whole(prefect_pipeline) -
     under both (fast shutdown, 3 s down). The flow run's process belongs to the worker, Prefect's client retries a
     lost connection once it had one, and the flow's log-run step logs what the MLflow outage kept out of the run:
     the run completes, and its MLflow run is FINISHED with every epoch once and the model registered."""
-    from visionops.tracking import LOGGED_TRAINING, MODEL_URI_TAG
+    from visionops.tracking.record import LOGGED_TRAINING, MODEL_URI_TAG
 
     stack, name = prefect_pipeline, "name = 'visionops-sample-classifier'"
     versions = len(stack.mlflow.search_model_versions(name))
@@ -201,7 +201,8 @@ def test_tracking_server_restarted_while_a_sweeps_trials_log(prefect_pipeline) -
     restarted (SIGTERM, 5 s down, same port and store) once the first trial's run has logged an epoch. Each trial's
     log-run step logs what the outage kept out: both trials complete with whole runs (every epoch once, the model),
     children of the sweep's parent run, and the sweep promotes once, the best trial."""
-    from visionops.tracking import LOGGED_TRAINING, SWEEP_TAG, TRIAL_TAG, sweep_children
+    from visionops.tracking.record import LOGGED_TRAINING
+    from visionops.tracking.sweeps import SWEEP_TAG, TRIAL_TAG, sweep_children
 
     stack, name = prefect_pipeline, "name = 'visionops-sample-classifier'"
     versions = {v.version for v in stack.mlflow.search_model_versions(name)}

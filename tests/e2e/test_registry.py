@@ -24,13 +24,13 @@ from helpers import cli, run, tiny_project, tool_env
 from mlflow import MlflowClient
 
 from visionops.config import PromoteParams, SplitParams
-from visionops.promote import decide
-from visionops.registry import score_tag
-from visionops.split import split
+from visionops.stages.promote import decide
+from visionops.stages.split import split
+from visionops.tracking.registry import score_tag
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 TRAIN = """
-train: {{image_size: 32, weights: null, batch_size: 8, workers: 1, seed: {seed}, head: {{epochs: 1}},
+train: {{image_size: 32, weights: null, batch_size: 8, model: EfficientNetB0, seed: {seed}, head: {{epochs: 1}},
         finetune: {{epochs: {epochs}, unfreeze_blocks: 1}}, task: {task}}}
 augment: []
 tracking: {{experiment: registry-test}}
@@ -301,8 +301,8 @@ def test_a_champion_with_another_class_order_is_not_compared(
 ) -> None:
     """visionops sorts class names, so another order comes from a model logged elsewhere or by another version:
     made here by logging a trained model with its class list reordered, as such a model would be logged."""
-    from visionops import tracking
-    from visionops.config import load_params
+    from visionops.params import load_params
+    from visionops.tracking import connection, record, runs
 
     elsewhere = tmp_path / "elsewhere"
     shutil.copytree(candidates["better"], elsewhere)
@@ -310,10 +310,10 @@ def test_a_champion_with_another_class_order_is_not_compared(
     info = json.loads(info_path.read_text())
     info_path.write_text(json.dumps({**info, "classes": info["classes"][::-1]}))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_module.uri)
-    client = tracking.connect(elsewhere)
-    logged = tracking.start_run(client, "registry-test", "reordered", {}, elsewhere / "run_id")
+    client = connection.connect(elsewhere)
+    logged = runs.start_run(client, "registry-test", "reordered", {}, elsewhere / "run_id")
     params, artifacts = load_params(elsewhere / "params.yaml"), elsewhere / "artifacts"
-    tracking.log_training(client, logged.run_id, params, elsewhere, artifacts / "train", artifacts / "split")
+    record.log_training(client, logged.run_id, params, elsewhere, artifacts / "train", artifacts / "split")
     logged.write(elsewhere / "artifacts/train")
     for project in (elsewhere, candidates["worse"]):
         _use_registry(project, "order")
@@ -368,9 +368,9 @@ def test_export_savedmodel_tflite_onnx_match_keras(mlflow_module, candidates, tm
     import onnxruntime
     import tensorflow as tf
 
-    from visionops.export import TOLERANCES
-    from visionops.model import load_trained
-    from visionops.preprocess import model_input
+    from visionops.data.preprocess import model_input
+    from visionops.stages.export import TOLERANCES
+    from visionops.training.model import load_trained
 
     project = candidates["worse"]
     done = run(cli("export"), cwd=project, MLFLOW_TRACKING_URI=mlflow_module.uri)

@@ -19,7 +19,7 @@ import pytest
 from helpers import cli, free_port, mark_project, processes, run
 
 from visionops.processes import alive, group_members
-from visionops.stack import load
+from visionops.stack.supervisor import load
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -64,7 +64,7 @@ def test_up_refuses_a_taken_port_and_names_the_option(tmp_path: Path) -> None:
 def test_a_port_a_stopped_server_closed_connections_on_is_free() -> None:
     """`down` then `up` at once: the servers' closed connections wait in TIME_WAIT for a minute, which is no reason to
     refuse their port (the README's sweep restarts the journey's stack with two workers)."""
-    from visionops.stack import _port_free
+    from visionops.stack.supervisor import _port_free
 
     with socket.socket() as listener:
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn (MLflow's, Prefect's) does

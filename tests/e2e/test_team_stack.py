@@ -16,12 +16,13 @@ import numpy as np
 import pytest
 from helpers import cli, md5s, run, tiny_origin, tiny_project
 
-from visionops.registry import CHAMPION, register_version, set_alias
-from visionops.tracking import MODEL_URI_TAG, connect
+from visionops.tracking.connection import connect
+from visionops.tracking.record import MODEL_URI_TAG
+from visionops.tracking.registry import CHAMPION, register_version, set_alias
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 PARAMS = """
-train: {image_size: 32, weights: null, batch_size: 8, workers: 1, head: {epochs: 1}, finetune: {epochs: 0}}
+train: {image_size: 32, weights: null, batch_size: 8, model: EfficientNetB0, head: {epochs: 1}, finetune: {epochs: 0}}
 augment: []
 tracking: {experiment: team-stack}
 """

@@ -13,11 +13,11 @@ import pytest
 from helpers import cli, run, tiny_project, tool_env
 from mlflow import MlflowClient
 
-from visionops.tracking import LOGGED_EVALUATION, LOGGED_TRAINING, MODEL_URI_TAG, flatten
+from visionops.tracking.record import LOGGED_EVALUATION, LOGGED_TRAINING, MODEL_URI_TAG, flatten
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 PARAMS = """
-train: {image_size: 32, weights: null, batch_size: 8, workers: 1, head: {epochs: 1},
+train: {image_size: 32, weights: null, batch_size: 8, model: EfficientNetB0, head: {epochs: 1},
        finetune: {epochs: 2, unfreeze_blocks: 1}}
 augment: [{name: HorizontalFlip, p: 0.5}]
 tracking: {experiment: tracking-test}

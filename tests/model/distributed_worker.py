@@ -18,9 +18,9 @@ import keras
 import numpy as np
 
 from visionops.config import StageParams, TrainParams
-from visionops.dataset import Batches
-from visionops.distribute import distribution_strategy, strategy_info
-from visionops.fitting import compile_for_stage, fit_stage, global_batch_size, worker_dirs
+from visionops.data.dataset import Batches, Variation
+from visionops.training.distribute import distribution_strategy, strategy_info
+from visionops.training.fitting import compile_for_stage, fit_stage, global_batch_size, worker_dirs
 
 PER_REPLICA = 4  # train.batch_size of the distributed runs; the single-device run uses the same global batch
 EPOCHS, SIZE, CLASSES = 3, 8, 3
@@ -53,7 +53,7 @@ def main(out_dir: Path, report: Path) -> None:
     images, labels = data(32, 1)
     val_images, val_labels = data(16, 2)
     common = {"num_classes": CLASSES, "size": SIZE, "batch_size": batch, "seed": 3}
-    train_batches = Batches(images, labels, training=True, **common)
+    train_batches = Batches(images, labels, variation=Variation(), **common)
     val_batches = Batches(val_images, val_labels, **common)
     compile_for_stage(model, StageParams(epochs=EPOCHS, learning_rate=0.01), len(train_batches), params, xla=False)
     with worker_dirs(out_dir, out_dir.parent / f".resume-{out_dir.name}", topology) as (write_dir, resume):

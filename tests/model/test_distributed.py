@@ -19,7 +19,7 @@ import pytest
 from helpers import REPO, cli, free_port, spawn, stop_group, tiny_project, tool_env
 
 from visionops.config import ConfigError
-from visionops.distribute import tf_config_from_env
+from visionops.training.distribute import tf_config_from_env
 
 pytestmark = pytest.mark.slow
 WORKER = Path(__file__).with_name("distributed_worker.py")
@@ -131,7 +131,7 @@ def test_tf_config_from_an_indexed_job() -> None:
 def test_real_train_stage_under_mirrored_strategy(tmp_path: Path) -> None:
     """`visionops train --no-track` (the stage without MLflow) trains and saves B0 on two logical CPUs."""
     params = (
-        "train: {image_size: 32, weights: null, batch_size: 4, workers: 1, head: {epochs: 1}, "
+        "train: {image_size: 32, weights: null, batch_size: 4, model: EfficientNetB0, head: {epochs: 1}, "
         "finetune: {epochs: 1}}\naugment: [{name: HorizontalFlip, p: 0.5}]\n"
     )
     project = tiny_project(tmp_path / "project", params)
@@ -147,7 +147,7 @@ def test_real_train_stage_under_mirrored_strategy(tmp_path: Path) -> None:
     assert "training under MirroredStrategy: 2 replica(s) on 1 worker(s), global batch 8" in proc.stderr
     info = json.loads((project / "artifacts/train/classes.json").read_text())
     assert (info["strategy"], info["replicas"], info["batchnorm_frozen"]) == ("MirroredStrategy", 2, False)
-    from visionops.model import load_trained
+    from visionops.training.model import load_trained
 
     model, _ = load_trained(project / "artifacts/train")
     assert model.predict(np.zeros((2, 32, 32, 3), np.float32), verbose=0).shape == (2, 3)

@@ -9,15 +9,15 @@ import keras
 import numpy as np
 import pytest
 from corpus import good_class
-from helpers import SIZE, tiny_params
+from helpers import SIZE, tiny_params, tiny_settings
 
 from visionops.config import SplitParams, ValidateParams
-from visionops.distribute import configure_precision
-from visionops.model import build_model, freeze_for_stage
-from visionops.split import split
-from visionops.train import train
-from visionops.validate import validate
-from visionops.weights import build_backbone
+from visionops.stages.split import split
+from visionops.stages.train import train
+from visionops.stages.validate import validate
+from visionops.training.distribute import configure_precision
+from visionops.training.model import build_model, freeze_for_stage
+from visionops.training.weights import build_backbone
 
 pytestmark = [pytest.mark.gpu, pytest.mark.slow]
 
@@ -48,7 +48,7 @@ def test_train_records_the_gpu_settings(tmp_path: Path, restore_policy) -> None:
         good_class(data, label, 8)
     validate(data, ValidateParams(min_images_per_class=3), tmp_path / "v")
     split(tmp_path / "v" / "manifest.csv", SplitParams(seed=1), tmp_path / "s")
-    train(data, tmp_path / "s", tiny_params(), [], tmp_path / "t")
+    train(tiny_settings(), data_dir=data, split_dir=tmp_path / "s", out_dir=tmp_path / "t")
     info = json.loads((tmp_path / "t" / "classes.json").read_text())
     assert info["gpu"] and info["mixed_precision"] and info["xla"]
 

@@ -2,7 +2,7 @@
 
 The reference below is written from the PyTorch port's definitions (efficientnet_lite_pytorch: Conv2dStaticSamePadding,
 MBConvBlock without squeeze-and-excitation, ReLU6, BatchNorm eps 1e-3, input (x - 127) / 128), in float64, reading the
-state dict in its own naming and layouts; it shares no code with visionops.lite. Tolerance: the largest logit
+state dict in its own naming and layouts; it shares no code with visionops.training.lite. Tolerance: the largest logit
 difference within 1e-3 of the largest logit's magnitude (measured: about 1e-6 relative, float32 against float64). Each
 pitfall a photo test cannot see (symmetric padding, BN epsilon 1e-5, an x/255 input, torchvision's mean/std) moves
 the logits by far more, which the last test checks.
@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from visionops.lite import WeightsMismatchError, assign_torch_weights, build_lite
-from visionops.preprocess import load_square
-from visionops.torch_checkpoint import read_state_dict
-from visionops.weights import packaged_file
+from visionops.data.preprocess import load_square
+from visionops.training.lite import WeightsMismatchError, assign_torch_weights, build_lite
+from visionops.training.torch_checkpoint import read_state_dict
+from visionops.training.weights import packaged_file
 
 STAGE_STRIDES = (1, 2, 2, 2, 1, 2, 1)  # the first block of each of the seven stages (blocks_args 's22' / 's11')
 TOLERANCE = 1e-3  # of the largest logit's magnitude

@@ -11,8 +11,8 @@ import pytest
 from helpers import SIZE, tiny_params
 
 from visionops.config import ConfigError
-from visionops.model import batchnorm_frozen, build_model, freeze_for_stage, load_model
-from visionops.weights import WeightsError, build_backbone, imagenet_cache_file
+from visionops.training.model import batchnorm_frozen, build_model, freeze_for_stage, load_model
+from visionops.training.weights import WeightsError, build_backbone, imagenet_cache_file
 
 pytestmark = pytest.mark.slow
 
@@ -137,7 +137,7 @@ def test_imagenet_offline_policy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
 
 def test_lite_imagenet_weights_come_from_the_locked_package_with_their_provenance() -> None:
-    from visionops.weights import PACKAGED
+    from visionops.training.weights import PACKAGED
 
     backbone, used = build_backbone(tiny_params(model="EfficientNetLite0", weights="imagenet"))
     package = PACKAGED["EfficientNetLite0"]
@@ -152,7 +152,7 @@ def test_lite_imagenet_weights_come_from_the_locked_package_with_their_provenanc
 def test_a_lite_package_file_that_is_not_the_locked_one_is_never_read(monkeypatch: pytest.MonkeyPatch) -> None:
     import dataclasses
 
-    from visionops import weights
+    from visionops.training import weights
 
     changed = dataclasses.replace(weights.PACKAGED["EfficientNetLite0"], sha256="0" * 64)
     monkeypatch.setitem(weights.PACKAGED, "EfficientNetLite0", changed)
@@ -168,7 +168,7 @@ def test_a_lite_checkpoint_file_is_read_safely(tmp_path: Path) -> None:
 
     from torch_files import Planted, write_legacy
 
-    from visionops.torch_checkpoint import CheckpointError
+    from visionops.training.torch_checkpoint import CheckpointError
 
     crafted = write_legacy(tmp_path / "lite.pth", {"x": Planted(os.system, "true")})
     with pytest.raises(CheckpointError, match="refused to load"):

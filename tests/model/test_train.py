@@ -12,16 +12,16 @@ import numpy as np
 import pandas as pd
 import pytest
 from corpus import good_class, write
-from helpers import cli, mark_project, tiny_params, tool_env
+from helpers import cli, mark_project, tiny_params, tiny_settings, tool_env
 
 from visionops.config import AugmentStep, EvaluateParams, SplitParams, ValidateParams
-from visionops.contracts import ClassMismatchError
-from visionops.evaluate import evaluate
-from visionops.predict import predict
-from visionops.preprocess import load_square
-from visionops.split import split
-from visionops.train import train
-from visionops.validate import validate
+from visionops.data.preprocess import load_square
+from visionops.interfaces import ClassMismatchError
+from visionops.stages.evaluate import evaluate
+from visionops.stages.predict import predict
+from visionops.stages.split import split
+from visionops.stages.train import train
+from visionops.stages.validate import validate
 
 pytestmark = pytest.mark.slow
 AUGMENT = [AugmentStep(name="HorizontalFlip", p=0.5), AugmentStep(name="RandomBrightnessContrast", p=0.5)]
@@ -41,7 +41,9 @@ def _dataset(root: Path, per_class: int = 8) -> tuple[Path, Path]:
 def trained(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("train")
     data, split_dir = _dataset(root)
-    result = train(data, split_dir, tiny_params(workers=2), AUGMENT, root / "train")
+    result = train(
+        tiny_settings(augment=AUGMENT, workers=2), data_dir=data, split_dir=split_dir, out_dir=root / "train"
+    )
     return root, data, split_dir, result
 
 
@@ -69,7 +71,8 @@ def test_evaluate(trained) -> None:
     holdout = root / "holdout"
     for label in CLASSES[:2]:
         good_class(holdout, label, 2, start=500)
-    result = evaluate(root / "train", data, split_dir, EvaluateParams(top_k=2, holdout_dir=str(holdout)), root / "ev")
+    params = EvaluateParams(top_k=2, holdout_dir=str(holdout))
+    result = evaluate(root / "train", data_dir=data, split_dir=split_dir, params=params, out_dir=root / "ev")
     assert result.run_id is None and result.warnings == [], "no run.json beside the model: no run to log into"
     metrics = result.metrics
     assert metrics == json.loads((root / "ev" / "metrics.json").read_text())
@@ -106,11 +109,18 @@ def test_a_model_meets_data_of_other_classes_with_a_clear_error(trained, tmp_pat
         match=r"trained on classes \[ant, bee, cow\], but the test split .*"
         r"labelled \[ant, dog\]: \[dog\] are unknown",
     ):
-        evaluate(root / "train", other / "data", other / "split", EvaluateParams(), tmp_path / "ev")
+        evaluate(
+            root / "train",
+            data_dir=other / "data",
+            split_dir=other / "split",
+            params=EvaluateParams(),
+            out_dir=tmp_path / "ev",
+        )
     holdout = tmp_path / "holdout"
     good_class(holdout, "dog", 2)
     with pytest.raises(ClassMismatchError, match=r"evaluate.holdout_dir .* is labelled \[dog\]"):
-        evaluate(root / "train", data, split_dir, EvaluateParams(holdout_dir=str(holdout)), tmp_path / "ev2")
+        params = EvaluateParams(holdout_dir=str(holdout))
+        evaluate(root / "train", data_dir=data, split_dir=split_dir, params=params, out_dir=tmp_path / "ev2")
 
     copied = tmp_path / "copied"  # model.keras of this run beside the class list of another (4 classes)
     copied.mkdir()
@@ -140,9 +150,10 @@ def test_predict_folder_and_file(trained, tmp_path: Path) -> None:
 def test_orientation_task(tmp_path: Path) -> None:
     data, split_dir = _dataset(tmp_path, per_class=6)
     params = tiny_params(task="orientation", finetune={"epochs": 0})  # (the head alone: what is checked is the task's)
-    result = train(data, split_dir, params, [AugmentStep(name="GaussNoise", p=0.5)], tmp_path / "train")
+    settings = tiny_settings(params, augment=[AugmentStep(name="GaussNoise", p=0.5)])
+    result = train(settings, data_dir=data, split_dir=split_dir, out_dir=tmp_path / "train")
     assert result.info.classes == ["0", "90", "180", "270"] and result.info.task == "orientation"
-    evaluate(tmp_path / "train", data, split_dir, EvaluateParams(), tmp_path / "ev")
+    evaluate(tmp_path / "train", data_dir=data, split_dir=split_dir, params=EvaluateParams(), out_dir=tmp_path / "ev")
     predictions = pd.read_csv(tmp_path / "ev" / "predictions.csv")
     test = pd.read_csv(split_dir / "test.csv")
     assert len(predictions) == 4 * len(test), "every test image is scored in all four rotations"
@@ -156,7 +167,7 @@ def test_resume_after_kill(tmp_path: Path) -> None:
     data, split_dir = _dataset(tmp_path)
     params = tmp_path / "params.yaml"
     params.write_text(
-        "train: {image_size: 32, weights: null, batch_size: 8, workers: 1, early_stopping_patience: 50,\n"
+        "train: {image_size: 32, weights: null, batch_size: 8, model: EfficientNetB0, early_stopping_patience: 50,\n"
         "        head: {epochs: 1}, finetune: {epochs: 12, unfreeze_blocks: 1}}\n"
     )
     cmd = cli(
@@ -207,16 +218,16 @@ def test_pretrained_head_trains_on_cached_embeddings_that_match_the_model(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Stage 1 learns from stored features, and those are what the saved model computes for the same views."""
-    from visionops.dataset import Batches
-    from visionops.embeddings import CACHE_ENV
-    from visionops.head import head_model
-    from visionops.model import load_trained
-    from visionops.weights import build_backbone
+    from visionops.data.dataset import Batches
+    from visionops.training.embeddings import CACHE_ENV
+    from visionops.training.head import head_model
+    from visionops.training.model import load_trained
+    from visionops.training.weights import build_backbone
 
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
     data, split_dir = _dataset(tmp_path)
     params = tiny_params(**_lite(head={"epochs": 3, "views": 3}, finetune={"epochs": 0}))
-    result = train(data, split_dir, params, AUGMENT, tmp_path / "train")
+    result = train(tiny_settings(params, AUGMENT), data_dir=data, split_dir=split_dir, out_dir=tmp_path / "train")
     assert result.weights.used == "imagenet" and result.history["stage"].tolist() == [1, 1, 1]
     lists = {s: pd.read_csv(split_dir / f"{s}.csv") for s in ("train", "val")}
     shards = sorted((tmp_path / "cache" / "embeddings").rglob("*.npz"))
@@ -229,20 +240,15 @@ def test_pretrained_head_trains_on_cached_embeddings_that_match_the_model(
     for ours, packaged in zip(model.layers[1].weights, fresh.weights, strict=True):
         np.testing.assert_array_equal(ours.numpy(), packaged.numpy())
     images = np.stack([load_square(data / p, info.resize_side) for p in lists["val"]["path"]])
-    val = Batches(images, info.labels(list(lists["val"]["label"])), 3, info.image_size, 8)
+    val = Batches(images, info.labels(list(lists["val"]["label"])), num_classes=3, size=info.image_size, batch_size=8)
     features = np.stack([stored[f"{sha}:0:centre"] for sha in lists["val"]["sha256"]])
     from_features = head_model(model).predict(features, verbose=0)
     np.testing.assert_allclose(
         from_features, model.predict(val, verbose=0), atol=1e-5
     )  # the head learnt what it is served
 
-    again = train(
-        data,
-        split_dir,
-        tiny_params(**_lite(head={"epochs": 2, "views": 3, "learning_rate": 0.01}, finetune={"epochs": 0})),
-        AUGMENT,
-        tmp_path / "t2",
-    )
+    other = tiny_params(**_lite(head={"epochs": 2, "views": 3, "learning_rate": 0.01}, finetune={"epochs": 0}))
+    again = train(tiny_settings(other, AUGMENT), data_dir=data, split_dir=split_dir, out_dir=tmp_path / "t2")
     assert sorted((tmp_path / "cache" / "embeddings").rglob("*.npz")) == shards, "nothing embedded again"
     assert again.history["stage"].tolist() == [1, 1]
 
@@ -250,12 +256,13 @@ def test_pretrained_head_trains_on_cached_embeddings_that_match_the_model(
 def test_orientation_from_pretrained_weights_embeds_each_rotation(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from visionops.embeddings import CACHE_ENV
+    from visionops.training.embeddings import CACHE_ENV
 
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
     data, split_dir = _dataset(tmp_path, per_class=6)
     params = tiny_params(**_lite(task="orientation", head={"epochs": 1, "views": 2}, finetune={"epochs": 1}))
-    result = train(data, split_dir, params, [AugmentStep(name="RandomBrightnessContrast", p=0.5)], tmp_path / "t")
+    settings = tiny_settings(params, [AugmentStep(name="RandomBrightnessContrast", p=0.5)])
+    result = train(settings, data_dir=data, split_dir=split_dir, out_dir=tmp_path / "t")
     assert result.info.task == "orientation" and result.weights.used == "imagenet"
     keys = list(_stored(tmp_path / "cache"))
     train_images = len(pd.read_csv(split_dir / "train.csv"))

@@ -6,7 +6,7 @@ epoch's metrics are sent as the epoch ends (:func:`~visionops.tracking.live_metr
 epochs; a live logging that stopped leaves the rest to the end), then :func:`~visionops.tracking.log_training` logs
 params, the missing epochs, tags, files and the model, and :func:`~visionops.tracking.log_evaluation` the test metrics
 and reports, ending the run FINISHED. ``python load_client.py promote PROJECT`` runs the promote stage
-(:func:`visionops.promote.promote`, as `visionops promote` calls it) on that project.
+(:func:`visionops.stages.promote.promote`, as `visionops promote` calls it) on that project.
 
 PROJECT is a copy of a template project (validate, split and train outputs; tests/reliability/test_load.py makes
 it); the client writes its own history.csv and metrics.json into it first. Every HTTP request the MLflow client
@@ -63,9 +63,9 @@ def history(epochs: int, seed: int):
 
 
 def log(project: Path, epochs: int, live_epochs: int, score: float) -> dict:
-    from visionops import tracking
-    from visionops.config import load_params
-    from visionops.contracts import SplitInfo
+    from visionops.contracts.data import SplitInfo
+    from visionops.params import load_params
+    from visionops.tracking import connection, record, runs
 
     artifacts, seed = project / "artifacts", zlib.crc32(project.name.encode())
     frame = history(epochs, seed)
@@ -75,37 +75,31 @@ def log(project: Path, epochs: int, live_epochs: int, score: float) -> dict:
     (artifacts / "evaluate" / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
 
     params = load_params(project / "params.yaml")
-    client = tracking.connect(project)
+    client = connection.connect(project)
     resume = project / "resume" / "mlflow_run_id"
-    run = tracking.start_run(client, params.tracking.experiment, project.name, {"stage": "train"}, resume)
-    listener = tracking.live_metrics(client, run.run_id)
+    run = runs.start_run(client, params.tracking.experiment, project.name, {"stage": "train"}, resume)
+    listener = runs.live_metrics(client, run.run_id)
     for row in frame.to_dict("records")[:live_epochs]:  # as fitting.epoch_reporter passes a finished epoch on
         listener(int(row["epoch"]), {**{k: row[k] for k in METRICS}, "stage": float(row["stage"])})
     run.write(artifacts / "train")
-    model_uri = tracking.log_training(client, run.run_id, params, project, artifacts / "train", artifacts / "split")
-    tracking.log_evaluation(client, run.run_id, artifacts / "evaluate")
+    model_uri = record.log_training(client, run.run_id, params, project, artifacts / "train", artifacts / "split")
+    record.log_evaluation(client, run.run_id, artifacts / "evaluate")
     return {"run_id": run.run_id, "model_uri": model_uri, "score": score}
 
 
 def promote(project: Path) -> dict:
-    from visionops.config import load_params
-    from visionops.promote import promote as run
+    from visionops.contracts.layout import Artifacts
+    from visionops.params import load_params
+    from visionops.stages.promote import promote as run
 
-    artifacts = project / "artifacts"
-    decided = run(
-        load_params(project / "params.yaml"),
-        artifacts / "train",
-        artifacts / "evaluate",
-        project / "data",
-        artifacts / "split",
-        artifacts / "promote",
-    )
+    artifacts = Artifacts(project / "artifacts")
+    decided = run(load_params(project / "params.yaml"), artifacts, data_dir=project / "data", out_dir=artifacts.promote)
     return {"version": decided.version, "decision": decided.decision, "reason": decided.reason}
 
 
 def main(argv: list[str]) -> None:
     mode, project = argv[0], Path(argv[1]).resolve()
-    import visionops.promote  # imported before the clock starts: the figures are the requests'
+    import visionops.stages.promote  # imported before the clock starts: the figures are the requests'
     import visionops.tracking  # noqa: F401
 
     start = time.perf_counter()

@@ -19,11 +19,12 @@ import pytest
 from corpus import BAD_KINDS, MORE_KINDS, good_class, good_jpeg, tree_hash, write
 from helpers import cli, run
 
-from visionops.config import ConfigError, SplitParams, ValidateParams, load_params
+from visionops.config import ConfigError, SplitParams, ValidateParams
 from visionops.errors import UserError
 from visionops.files import PathEscapeError
-from visionops.split import SplitError, split
-from visionops.validate import ValidationFailed, validate
+from visionops.params import load_params
+from visionops.stages.split import SplitError, split
+from visionops.stages.validate import ValidationFailed, validate
 
 PARAMS = ValidateParams(min_images_per_class=3, min_side=16)
 # Kinds the fixture below makes itself (links, non-UTF-8 names, copies): manifest path → status, reason code.
@@ -111,13 +112,13 @@ def _load(project: Path) -> object:
 
 
 def _augment(project: Path) -> object:
-    from visionops.augment import build_augment
+    from visionops.data.augment import build_augment
 
     return build_augment(_load(project).augment, "classification", seed=0)
 
 
 def _backbone(project: Path) -> object:
-    from visionops.weights import build_backbone  # (TensorFlow: imported only by the kind that needs it)
+    from visionops.training.weights import build_backbone  # (TensorFlow: imported only by the kind that needs it)
 
     return build_backbone(_load(project).train)
 

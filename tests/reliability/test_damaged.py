@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from corpus import good_class
-from helpers import cli, md5s, run, tiny_origin, tiny_params, tiny_project
+from helpers import cli, md5s, run, tiny_origin, tiny_project, tiny_settings
 
 pytestmark = [pytest.mark.e2e]
-TRAIN_PARAMS = "train: {image_size: 32, weights: null, batch_size: 8, workers: 1, finetune: {epochs: 1}}\n"
+TRAIN_PARAMS = "train: {image_size: 32, weights: null, batch_size: 8, model: EfficientNetB0, finetune: {epochs: 1}}\n"
 
 
 def _truncated(data: bytes) -> bytes:
@@ -40,10 +40,15 @@ DAMAGE: dict[str, Callable[[bytes], bytes]] = {"truncated": _truncated, "flipped
 @pytest.fixture(scope="module")
 def trained_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny project whose train stage has run (no tracking), and one MLflow run in its own store for log-run."""
-    from visionops.train import train
+    from visionops.stages.train import train
 
     project = tiny_project(tmp_path_factory.mktemp("damaged") / "project", TRAIN_PARAMS)
-    train(project / "data", project / "artifacts/split", tiny_params(), [], project / "artifacts/train")
+    train(
+        tiny_settings(),
+        data_dir=project / "data",
+        split_dir=project / "artifacts/split",
+        out_dir=project / "artifacts/train",
+    )
     return project
 
 
@@ -52,7 +57,7 @@ def _run_in_project_store(project: Path) -> str:
     outage kept it from logging the model (so `visionops log-run` would log model.keras now)."""
     import mlflow
 
-    from visionops.contracts import RunInfo
+    from visionops.contracts.model import RunInfo
 
     uri = f"sqlite:///{project / 'mlflow.db'}"
     client = mlflow.MlflowClient(uri)
@@ -69,7 +74,7 @@ def test_damaged_model_is_refused_with_the_fix(trained_project: Path, damage: st
     nothing from it; with the file restored (what `dvc checkout` does) evaluate runs."""
     import mlflow
 
-    from visionops.tracking import MODEL_URI_TAG
+    from visionops.tracking.record import MODEL_URI_TAG
 
     project = trained_project
     model = project / "artifacts/train/model.keras"
@@ -111,7 +116,7 @@ CACHE_REASONS = {"truncated": "truncated", "flipped": "its bytes changed", "no_c
 def test_damaged_disk_cache_is_decoded_again(tmp_path: Path, damage: str, caplog: pytest.LogCaptureFixture) -> None:
     """A disk cache (train.cache: disk) cut short, with a flipped pixel byte, or without the checksum its fill writes
     last (a fill killed between the two) is never read: it is decoded again, with a warning saying why."""
-    from visionops.cache import cache_damage, cache_images, checksum_file
+    from visionops.data.cache import cache_damage, cache_images, checksum_file
 
     paths = good_class(tmp_path / "data", "ant", 5)
     decoded = cache_images(paths, 40)  # in memory: what the images really are
@@ -132,7 +137,7 @@ def test_damaged_disk_cache_is_decoded_again(tmp_path: Path, damage: str, caplog
             f.truncate()
             f.write(damaged)
     assert CACHE_REASONS[damage] in (cache_damage(target, decoded.shape) or ""), cache_damage(target, decoded.shape)
-    with caplog.at_level(logging.WARNING, logger="visionops.cache"):
+    with caplog.at_level(logging.WARNING, logger="visionops.data.cache"):
         again = cache_images(paths, 40, cache_dir=folder)
     print(caplog.text)
     assert f"disk cache {target} is not usable" in caplog.text and CACHE_REASONS[damage] in caplog.text
@@ -151,7 +156,7 @@ def test_unreadable_backup_is_dropped_so_the_stage_starts_again(tmp_path: Path) 
     A flipped byte inside the weights is not found: HDF5 keeps no checksum of raw data.)"""
     import h5py
 
-    from visionops.fitting import drop_unreadable_backup
+    from visionops.training.fitting import drop_unreadable_backup
 
     backup = tmp_path / "stage1-backup"
     backup.mkdir()

@@ -74,12 +74,12 @@ def test_train_on_a_full_disk_says_where_and_a_rerun_completes(tmp_path: Path, s
     """artifacts/ on a small disk: the disk cache does not fit (refused before any decoding, with the room needed);
     then the cache fits but the per-epoch backups do not (the disk fills up mid-run); then, with room, the rerun
     completes. No model.keras appears until the end; no temporary file stays."""
-    from visionops.cache import cache_damage
-    from visionops.contracts import check_model_file
+    from visionops.data.cache import cache_damage
+    from visionops.interfaces import check_model_file
 
     params = (
-        "train: {image_size: 32, weights: null, batch_size: 8, workers: 1, cache: disk, head: {epochs: 1}, "
-        "finetune: {epochs: 1, unfreeze_blocks: 1}}\n"
+        "train: {model: EfficientNetB0, image_size: 32, weights: null, batch_size: 8, head: {epochs: 1}, "
+        "finetune: {epochs: 1, unfreeze_blocks: 1}}\nruntime: {cache: disk}\n"
     )
     project = tiny_project(tmp_path / "project", params)
     artifacts = small_disk.mount("32k").path / "artifacts"

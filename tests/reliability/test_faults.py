@@ -30,7 +30,7 @@ from corpus import good_class, tree_digest
 from helpers import REPO, cli, free_port, git_commit, git_init, md5s, run, stop_group, tiny_project, tool_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults]
-TRAIN_PARAMS = "train: {image_size: 32, weights: null, batch_size: 8, workers: 1, finetune: {epochs: 1}}\n"
+TRAIN_PARAMS = "train: {image_size: 32, weights: null, batch_size: 8, model: EfficientNetB0, finetune: {epochs: 1}}\n"
 
 
 def _kill_when(cmd: list[str], cwd: Path, ready: Callable[[], bool], **env: str) -> int:
@@ -254,7 +254,7 @@ def test_dvc_remote_down_then_back_and_a_pull_killed_midway(tmp_path: Path, s3_s
 # --- PostgreSQL restarted under a running tracking server ----------------------------------------------------------
 
 RESTART_PARAMS = """
-train: {image_size: 32, weights: null, batch_size: 8, workers: 1, head: {epochs: 1},
+train: {image_size: 32, weights: null, batch_size: 8, model: EfficientNetB0, head: {epochs: 1},
        finetune: {epochs: 2, unfreeze_blocks: 1}}
 tracking: {experiment: database-restart}
 """
@@ -267,7 +267,7 @@ def test_database_restarted_under_the_tracking_server_mid_run(tmp_path: Path, te
     out) the run is complete: FINISHED, every epoch once, the model logged."""
     from mlflow import MlflowClient
 
-    from visionops.tracking import LOGGED_TRAINING, MODEL_URI_TAG
+    from visionops.tracking.record import LOGGED_TRAINING, MODEL_URI_TAG
 
     project = tiny_project(tmp_path / "project", RESTART_PARAMS)
     uri = team_mlflow.uri

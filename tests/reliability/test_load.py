@@ -4,7 +4,7 @@ The server is the team setup (`mlflow server` on PostgreSQL, artifacts proxied t
 Each client is a process of its own running the project's code (tests/reliability/load_client.py): the run is
 logged as `visionops train` and `visionops evaluate` log it (live per-epoch metrics, then
 :func:`visionops.tracking.log_training` and :func:`~visionops.tracking.log_evaluation`), and promoted as
-`visionops promote` does (:func:`visionops.promote.promote`, under the registry lock). What is checked is that
+`visionops promote` does (:func:`visionops.stages.promote.promote`, under the registry lock). What is checked is that
 nothing is lost, doubled or left behind, and that the registry ends where the promotion rule says; the clients'
 wall and request times are printed (run with ``-s``), never asserted.
 """
@@ -28,10 +28,12 @@ import pytest
 from helpers import REPO, tiny_project, tool_env
 from mlflow import MlflowClient
 
-from visionops.config import PromoteParams, load_params, save_resolved
-from visionops.contracts import ModelInfo
-from visionops.promote import decide
-from visionops.tracking import LOGGED_EVALUATION, LOGGED_TRAINING
+from visionops.config import PromoteParams
+from visionops.contracts.model import ModelInfo
+from visionops.contracts.results import write_resolved
+from visionops.params import load_params
+from visionops.stages.promote import decide
+from visionops.tracking.record import LOGGED_EVALUATION, LOGGED_TRAINING
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.faults]
 
@@ -39,7 +41,8 @@ CLIENT = REPO / "tests" / "reliability" / "load_client.py"
 RUNS, PROMOTERS, EPOCHS, LIVE_EPOCHS = 16, 8, 50, 30
 NAME = "load-classifier"
 PARAMS = f"""
-train: {{image_size: 32, weights: null, batch_size: 8, workers: 1, head: {{epochs: 5}}, finetune: {{epochs: 45}}}}
+train: {{model: EfficientNetB0, image_size: 32, weights: null, batch_size: 8, head: {{epochs: 5}},
+       finetune: {{epochs: 45}}}}
 augment: []
 tracking: {{experiment: load}}
 promote: {{registered_model: {NAME}, metric: accuracy, min_delta: 0.01, min_metric: 0.5}}
@@ -58,8 +61,8 @@ def _template(root: Path) -> Path:
     metrics.json themselves."""
     import keras
 
-    from visionops.plots import plot_history
-    from visionops.weights import WeightsUsed
+    from visionops.contracts.model import WeightsUsed
+    from visionops.training.plots import plot_history
 
     project = tiny_project(root, PARAMS)
     train, evaluate = project / "artifacts/train", project / "artifacts/evaluate"
@@ -74,7 +77,7 @@ def _template(root: Path) -> Path:
     )
     (train / "weights.json").write_text(WeightsUsed(None, "random").to_json())
     params = load_params(project / "params.yaml")
-    save_resolved({"train": params.train, "augment": params.augment}, train)
+    write_resolved(train, {"train": params.train, "augment": params.augment})
     curve = pd.DataFrame({"epoch": range(EPOCHS), "stage": 1, "loss": 1.0, "accuracy": 0.5})
     png = plot_history(curve)
     for folder, name in ((train, "curves.png"), (train, "augment_preview.png"), (evaluate, "confusion_matrix.png")):

@@ -21,9 +21,11 @@ import pytest
 from corpus import good_jpeg, write
 from helpers import cli, run, venv_tool
 
-from visionops.config import ConfigError, parse_params
-from visionops.contracts import ModelInfo, SplitInfo
+from visionops.config import ConfigError
+from visionops.contracts.data import SplitInfo
+from visionops.contracts.model import ModelInfo
 from visionops.files import PathEscapeError, inside
+from visionops.params import parse_params
 
 CANARIES = {  # where credentials enter: the environment, and nowhere else
     "AWS_ACCESS_KEY_ID": "CANARYAKIA0000000001",
@@ -62,7 +64,7 @@ def test_weights_outside_only_by_absolute_path(tmp_path: Path) -> None:
 def test_model_with_code_is_refused_by_loader_and_cli(tmp_path: Path) -> None:
     import keras
 
-    from visionops.model import UnsafeModelError, load_model
+    from visionops.training.model import UnsafeModelError, load_model
 
     inputs = keras.Input((8, 8, 3))
     outputs = keras.layers.Lambda(lambda t: t * 2)(inputs)  # a Lambda layer: pickled Python code in the file
@@ -167,8 +169,8 @@ def test_no_secret_reaches_mlflow(tmp_path: Path, mlflow_server, monkeypatch) ->
     import keras
     from mlflow import MlflowClient
 
-    from visionops import tracking
-    from visionops.config import load_params
+    from visionops.params import load_params
+    from visionops.tracking import connection, record, runs
 
     for key, value in CANARIES.items():
         monkeypatch.setenv(key, value)
@@ -180,13 +182,13 @@ def test_no_secret_reaches_mlflow(tmp_path: Path, mlflow_server, monkeypatch) ->
     model = keras.Model(
         inputs, keras.layers.Dense(2, activation="softmax")(keras.layers.GlobalAveragePooling2D()(inputs))
     )
-    client = tracking.connect(root)
-    run_id = tracking.start_run(client, "canary", "canary-run", {"stage": "train"}, root / "run_id").run_id
+    client = connection.connect(root)
+    run_id = runs.start_run(client, "canary", "canary-run", {"stage": "train"}, root / "run_id").run_id
     model.save(artifacts / "train" / "model.keras")
-    tracking.log_training(
+    record.log_training(
         client, run_id, load_params(root / "params.yaml"), root, artifacts / "train", artifacts / "split"
     )
-    tracking.log_evaluation(client, run_id, artifacts / "evaluate")
+    record.log_evaluation(client, run_id, artifacts / "evaluate")
 
     logged = MlflowClient(mlflow_server.uri).get_run(run_id).data
     texts = [*logged.params, *logged.params.values(), *logged.tags, *logged.tags.values(), *logged.metrics]
@@ -228,6 +230,6 @@ def test_visionops_ui_listens_on_loopback_only(tmp_path: Path, visionops_ui) -> 
 )
 def test_credentials_in_a_tracking_uri_are_never_shown(uri: str, shown: str) -> None:
     """run.json, `visionops train` output and error messages print the URI through shown_uri."""
-    from visionops.tracking import shown_uri
+    from visionops.tracking.connection import shown_uri
 
     assert shown_uri(uri) == shown

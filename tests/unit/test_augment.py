@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from visionops.augment import build_augment, is_geometric, preview_grid, transform_names
-from visionops.config import AugmentStep, ConfigError, parse_params
+from visionops.config import AugmentStep, ConfigError
+from visionops.data.augment import build_augment, is_geometric, preview_grid, transform_names
+from visionops.params import parse_params
 
 
 def test_yaml_lists_become_valid_arguments() -> None:

@@ -55,7 +55,7 @@ def test_version_and_short_help() -> None:
 
 
 def test_weights_lists_every_variant_and_what_is_here_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from visionops.config import VARIANT_SIZES
+    from visionops.variants import VARIANT_SIZES
 
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))  # an empty Keras cache: no B/V2 weights here
     result = runner.invoke(app, ["weights", "--json"])

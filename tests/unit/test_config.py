@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 from helpers import REPO
 
-from visionops.config import ConfigError, Params, load_params, parse_params, save_resolved
+from visionops.config import ConfigError, Params
+from visionops.contracts.results import write_resolved
+from visionops.params import load_params, parse_params
 
 
 def test_committed_params_are_valid() -> None:
@@ -67,5 +69,5 @@ def test_empty_file_gives_defaults(tmp_path: Path) -> None:
 
 def test_resolved_config_is_saved(tmp_path: Path) -> None:
     params = parse_params({"split": {"seed": 7}})
-    path = save_resolved(params.split, tmp_path)
+    path = write_resolved(tmp_path, params.split)
     assert json.loads(path.read_text()) == {"seed": 7, "test_ratio": 0.2, "val_ratio": 0.1}

@@ -8,18 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from visionops.contracts import (
-    ClassMismatchError,
-    ModelInfo,
-    Promotion,
-    RunInfo,
-    SplitInfo,
-    check_labels,
-    check_outputs,
-    is_model_uri,
-    mismatch,
-)
+from visionops.contracts.data import SplitInfo
+from visionops.contracts.model import ModelInfo, RunInfo, is_model_uri
+from visionops.contracts.results import Promotion
 from visionops.errors import UserError
+from visionops.interfaces import ClassMismatchError, check_labels, check_outputs, mismatch
 
 SHAPES = ModelInfo(
     task="classification",

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from corpus import exif_rotated_jpeg, good_class, photo_jpeg, write
 
-from visionops import cache
-from visionops.augment import build_augment
-from visionops.cache import DecodedOnAccess, cache_dir_for, cache_images
 from visionops.config import AugmentStep
-from visionops.dataset import Batches, balanced_class_weights, examples, random_resized_crop
-from visionops.preprocess import center_crop, load_square, model_input
+from visionops.data import cache
+from visionops.data.augment import build_augment
+from visionops.data.cache import DecodedOnAccess, cache_dir_for, cache_images
+from visionops.data.dataset import Batches, Variation, balanced_class_weights, examples, random_resized_crop
+from visionops.data.preprocess import center_crop, load_square, model_input
 
 AUGMENT = [AugmentStep(name="HorizontalFlip", p=0.5), AugmentStep(name="RandomBrightnessContrast", p=0.8)]
 
@@ -70,7 +70,7 @@ def test_decoded_on_access_gives_the_cached_batches_decoding_each_image_once(
 def test_cache_auto_takes_memory_while_the_images_fit(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="visionops.cache")
+    caplog.set_level(logging.INFO, logger="visionops.data.cache")
     assert cache.available_memory() > 0
     monkeypatch.setattr(cache, "available_memory", lambda: 2 * 1000 * 10 * 10 * 3)  # half of it: 1000 images of 10 px
     assert cache.memory_cache_limit(10) == 1000
@@ -100,15 +100,15 @@ def test_batches_are_float_0_255_with_one_hot_labels(images: np.ndarray) -> None
 
 
 def test_evaluation_is_the_centre_crop_without_augmentation(images: np.ndarray) -> None:
-    pipeline = build_augment(AUGMENT, "classification", 0)
-    batches = _batches(images, augment=pipeline, training=False)
+    batches = _batches(images)  # (evaluation batches take no Variation: no augmentation, no random crop)
     x, _, _ = batches[0]
     assert np.array_equal(x, np.stack([center_crop(i, 32) for i in images[:4]]).astype(np.float32))
 
 
 def test_training_augmentation_is_seeded_and_order_free(images: np.ndarray) -> None:
     def make(seed: int) -> Batches:
-        return _batches(images, augment=build_augment(AUGMENT, "classification", seed), training=True, seed=seed)
+        pipeline = build_augment(AUGMENT, "classification", seed)
+        return _batches(images, variation=Variation(augment=pipeline), seed=seed)
 
     one, two = make(1), make(1)
     first = one[0][0]
@@ -123,7 +123,7 @@ def test_training_augmentation_is_seeded_and_order_free(images: np.ndarray) -> N
 
 
 def test_epochs_reshuffle(images: np.ndarray) -> None:
-    batches = _batches(images, training=True, seed=3)
+    batches = _batches(images, variation=Variation(), seed=3)
     first = batches.order.copy()
     batches.on_epoch_end()
     assert sorted(batches.order) == sorted(first) and not np.array_equal(batches.order, first)
@@ -144,7 +144,10 @@ def test_orientation_examples_are_balanced_rotations(images: np.ndarray) -> None
 def test_balanced_class_weights() -> None:
     weights = balanced_class_weights([0, 0, 0, 1], 3)
     assert weights[0] == pytest.approx(4 / 9) and weights[1] == pytest.approx(4 / 3) and weights[2] == 0.0
-    batches = Batches(np.zeros((4, 32, 32, 3), np.uint8), [0, 0, 0, 1], 3, 32, 4, class_weights=weights)
+    images = np.zeros((4, 32, 32, 3), np.uint8)
+    batches = Batches(
+        images, [0, 0, 0, 1], num_classes=3, size=32, batch_size=4, variation=Variation(class_weights=weights)
+    )
     assert np.allclose(batches[0][2], [4 / 9, 4 / 9, 4 / 9, 4 / 3])
 
 
@@ -156,6 +159,6 @@ def test_random_resized_crops_cover_the_scale_range_and_are_seeded(images: np.nd
     assert np.array_equal(crops[0], random_resized_crop(image, 32, (0.25, 1.0), np.random.default_rng(0)))
     whole = random_resized_crop(image, 100, (1.0, 1.0), np.random.default_rng(0), ratio=1.0)
     assert np.array_equal(whole, image), "scale 1, ratio 1: the whole square, unresized"
-    batches = _batches(images, training=True, seed=1, crop_scale=(0.3, 0.6))
+    batches = _batches(images, variation=Variation(crop_scale=(0.3, 0.6)), seed=1)
     assert batches[0][0].shape == (4, 32, 32, 3)
-    assert not np.array_equal(batches[0][0], _batches(images, training=True, seed=1)[0][0])
+    assert not np.array_equal(batches[0][0], _batches(images, variation=Variation(), seed=1)[0][0])

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from visionops.embeddings import CACHE_ENV, EmbeddingStore, FeatureSpace, cache_root, embed, view_keys
+from visionops.training.embeddings import CACHE_ENV, EmbeddingStore, FeatureSpace, cache_root, embed, view_keys
 
 SPACE = FeatureSpace("EfficientNetLite0", "ab" * 32, 224, 258)
 
@@ -30,11 +30,11 @@ class Counting:
 
 
 def _embed(store: EmbeddingStore, keys: list[str], backbone: Counting) -> np.ndarray:
-    return embed(store, keys, lambda i: np.full((2, 2, 3), i, np.float32), backbone, "views")
+    return embed(store, keys, make_input=lambda i: np.full((2, 2, 3), i, np.float32), predict=backbone, what="views")
 
 
 def test_features_are_computed_once_and_reused_by_a_later_store(tmp_path: Path) -> None:
-    keys = view_keys([f"{i:064x}" for i in range(10)], [0] * 10, 0, "aug")
+    keys = view_keys([f"{i:064x}" for i in range(10)], [0] * 10, view=0, augment_key="aug")
     first = Counting()
     features = _embed(EmbeddingStore(SPACE, tmp_path), keys, first)
     assert first.seen == 10 and features.shape == (10, 4)
@@ -43,17 +43,22 @@ def test_features_are_computed_once_and_reused_by_a_later_store(tmp_path: Path) 
     assert again.seen == 0
     np.testing.assert_array_equal(reused, features)
     more = Counting()
-    grown = view_keys([f"{i:064x}" for i in range(12)], [0] * 12, 0, "aug")
+    grown = view_keys([f"{i:064x}" for i in range(12)], [0] * 12, view=0, augment_key="aug")
     _embed(EmbeddingStore(SPACE, tmp_path), grown, more)
     assert more.seen == 2, "two images added: only they are embedded"
 
 
 def test_views_are_keyed_by_content_rotation_view_and_augmentation() -> None:
     sha = "f" * 64
-    centre = view_keys([sha], [0], 0, "aug1")
-    assert centre == view_keys([sha], [0], 0, "aug2"), "the centre view does not depend on the augmentation"
-    assert view_keys([sha], [0], 1, "aug1") != view_keys([sha], [0], 1, "aug2")
-    assert view_keys([sha], [90], 0, "aug1") != centre and view_keys([sha], [0], 2, "aug1") != centre
+    centre = view_keys([sha], [0], view=0, augment_key="aug1")
+    assert centre == view_keys([sha], [0], view=0, augment_key="aug2"), (
+        "the centre view does not depend on the augmentation"
+    )
+    assert view_keys([sha], [0], view=1, augment_key="aug1") != view_keys([sha], [0], view=1, augment_key="aug2")
+    assert (
+        view_keys([sha], [90], view=0, augment_key="aug1") != centre
+        and view_keys([sha], [0], view=2, augment_key="aug1") != centre
+    )
 
 
 def test_spaces_are_apart(tmp_path: Path) -> None:
@@ -74,7 +79,7 @@ def test_a_damaged_shard_is_skipped_with_a_warning_and_computed_again(
     data = bytearray(shard.read_bytes())
     data[len(data) // 2] ^= 0xFF  # a flipped byte inside the features
     shard.write_bytes(bytes(data))
-    with caplog.at_level(logging.WARNING, logger="visionops.embeddings"):
+    with caplog.at_level(logging.WARNING, logger="visionops.training.embeddings"):
         reread = EmbeddingStore(SPACE, tmp_path)
     assert reread.missing(keys) == list(range(50))
     assert str(shard) in caplog.text and "computed again" in caplog.text
@@ -102,7 +107,7 @@ def test_an_unwritable_cache_leaves_the_features_in_memory(tmp_path: Path, caplo
     blocked.write_text("a file where the cache folder would go")
     store = EmbeddingStore(SPACE, blocked)
     keys = ["k:0:centre"]
-    with caplog.at_level(logging.WARNING, logger="visionops.embeddings"):
+    with caplog.at_level(logging.WARNING, logger="visionops.training.embeddings"):
         store.add(keys, _features(keys))
     assert store.missing(keys) == [] and "keeps them in memory" in caplog.text
 

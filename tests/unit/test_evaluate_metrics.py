@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from visionops.plots import plot_confusion
-from visionops.scoring import expected_calibration_error, score
+from visionops.training.plots import plot_confusion
+from visionops.training.scoring import expected_calibration_error, score
 
 CLASSES = ["a", "b", "c"]
 

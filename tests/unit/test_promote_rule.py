@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from visionops.config import ConfigError, PromoteParams, parse_params
-from visionops.promote import decide
+from visionops.config import ConfigError, PromoteParams
+from visionops.params import parse_params
+from visionops.stages.promote import decide
 
 
 def _p(**kw) -> PromoteParams:

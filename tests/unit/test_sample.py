@@ -7,8 +7,8 @@ from pathlib import Path
 import cv2
 import pytest
 
+from visionops.data.sample import SHAPES, generate_sample
 from visionops.files import sha256_file
-from visionops.sample import SHAPES, generate_sample
 
 
 def _hashes(paths: list[Path], root: Path) -> dict[str, str]:

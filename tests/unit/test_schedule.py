@@ -8,7 +8,7 @@ import keras
 import pytest
 
 from visionops.config import StageParams, TrainParams
-from visionops.fitting import learning_rate, make_optimizer
+from visionops.training.fitting import learning_rate, make_optimizer
 
 
 def _rates(stage: StageParams, steps_per_epoch: int) -> list[float]:

@@ -11,9 +11,9 @@ import pytest
 from corpus import exif_rotated_jpeg, good_jpeg
 from mlflow.exceptions import MlflowException
 
-from visionops.contracts import ModelInfo
-from visionops.preprocess import model_input
-from visionops.serving import ImageClassifier, top_k
+from visionops.contracts.model import ModelInfo
+from visionops.data.preprocess import model_input
+from visionops.tracking.serving import ImageClassifier, top_k
 
 INFO = ModelInfo(classes=["ant", "bee", "cow"], task="classification", image_size=32, resize_side=36)
 

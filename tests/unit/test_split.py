@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from visionops.config import SplitParams
-from visionops.split import SplitError, assign, split, unit_hash
+from visionops.stages.split import SplitError, assign, split, unit_hash
 
 
 def _manifest(n_per_class: dict[str, int], start: int = 0) -> pd.DataFrame:

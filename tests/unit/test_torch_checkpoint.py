@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from torch_files import Planted, write_legacy, write_zip
 
-from visionops.torch_checkpoint import CheckpointError, read_state_dict
-from visionops.weights import PACKAGED, packaged_file
+from visionops.training.torch_checkpoint import CheckpointError, read_state_dict
+from visionops.training.weights import PACKAGED, packaged_file
 
 STATE = {
     "conv.weight": np.arange(2 * 3 * 3 * 3, dtype=np.float32).reshape(2, 3, 3, 3) / 7,

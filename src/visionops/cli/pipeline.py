@@ -22,9 +22,9 @@ from visionops.cli.common import (
     out,
     writable,
 )
-from visionops.config import load_params
 from visionops.errors import UserError
 from visionops.files import project_root
+from visionops.params import load_params
 
 
 @app.command("sample-data", rich_help_panel="Data")
@@ -41,7 +41,7 @@ def sample_data(
     as_json: JsonOpt = False,
 ) -> None:
     """Generate the embedded sample dataset: upright scenes of 4 shape classes, deterministically."""
-    from visionops.sample import SHAPES, generate_sample
+    from visionops.data.sample import SHAPES, generate_sample
 
     paths = generate_sample(out_dir, per_class=per_class, size=size, seed=seed, height=height, workers=workers)
     emit(paths, as_json, lambda: [f"wrote {len(paths)} images in {len(SHAPES)} classes to {out_dir}/"])
@@ -54,7 +54,7 @@ def pull_data(
     as_json: JsonOpt = False,
 ) -> None:
     """Check out the data data.dvc names: the embedded sample from the in-repo remote, other data from the default."""
-    from visionops.remotes import pull_data as run
+    from visionops.data.remotes import pull_data as run
 
     source = run(project_root(), if_absent)
     where = {"present": "data/ exists, left as it is", "sample": "data/ restored from the embedded sample's remote"}
@@ -76,7 +76,7 @@ def validate(
 ) -> None:
     """Scan data/, run the Great Expectations suites, quarantine bad files, write the manifest and Data Docs."""
     writable(out_dir)  # before the slow imports and the scan
-    from visionops.validate import validate as run
+    from visionops.stages.validate import validate as run
 
     s = run(data, load_params(params).validate_, out_dir, workers=workers).summary
     reasons = [
@@ -101,7 +101,7 @@ def split(
     as_json: JsonOpt = False,
 ) -> None:
     """Split the usable images into train / val / test lists by a seeded hash of their content."""
-    from visionops.split import split as run
+    from visionops.stages.split import split as run
 
     report = run(manifest, load_params(params).split, writable(out_dir))
     emit(report, as_json, lambda: [f"split: {report.totals} (split_id {report.split_id[:12]})"], report.warnings)
@@ -126,12 +126,12 @@ def train(
     """Fine-tune EfficientNet in two stages (head, then top blocks), logged as one MLflow run; resumes a killed run."""
     settings = load_params(params)
     writable(out_dir)
-    from visionops import train as stage  # (TensorFlow: imported here, after the quick checks)
+    from visionops.stages import train as stage  # (TensorFlow: imported here, after the quick checks)
 
     if track:
         result = stage.train_tracked(settings, data, split_dir, out_dir)
     else:
-        result = stage.train(data, split_dir, settings.train, settings.augment, out_dir)
+        result = stage.train(settings, data_dir=data, split_dir=split_dir, out_dir=out_dir)
 
     def lines() -> list[str]:
         last = result.history.iloc[-1].to_dict() if len(result.history) else {}
@@ -147,13 +147,27 @@ def train(
     emit(result, as_json, lines, result.warnings)
 
 
+@app.command(rich_help_panel="Parameters")
+@command
+def params(
+    params: ParamsOpt = Path("params.yaml"),
+    defaults: Annotated[
+        bool, typer.Option("--defaults", help="The defaults instead (what the committed params.yaml holds).")
+    ] = False,
+) -> None:
+    """Print params.yaml as it is read (every key, validated, with its comment), or the defaults."""
+    from visionops.params import render
+
+    print(render(None if defaults else load_params(params)), end="")
+
+
 @app.command(rich_help_panel="Pretrained weights")
 @command
 def weights(as_json: JsonOpt = False) -> None:
     """List the variants train.model accepts, their default size, and whether ImageNet weights are here offline."""
     from rich.table import Table
 
-    from visionops.weights import variants_table
+    from visionops.training.weights import variants_table
 
     rows = variants_table()
     if as_json:
@@ -179,9 +193,17 @@ def evaluate(
 ) -> None:
     """Score the model on the test split (and evaluate.holdout_dir) and log the results into the training run."""
     writable(out_dir)  # before TensorFlow is imported
-    from visionops.evaluate import evaluate as run
+    from visionops.stages.evaluate import evaluate as run
 
-    result = run(model_dir, data, split_dir, load_params(params).evaluate, out_dir)
+    settings = load_params(params)
+    result = run(
+        model_dir,
+        data_dir=data,
+        split_dir=split_dir,
+        params=settings.evaluate,
+        out_dir=out_dir,
+        runtime=settings.runtime,
+    )
     shown = {k: round(v, 4) for k, v in result.metrics.items() if isinstance(v, float)}
     lines = [f"evaluate: {shown}", f"misclassified test images, worst first: {out_dir / 'errors' / 'gallery.html'}"]
     emit(result, as_json, lambda: lines, result.warnings)
@@ -198,7 +220,7 @@ def export(
 ) -> None:
     """Export the model as a SavedModel, TFLite (float32, int8) and ONNX, each checked against Keras."""
     writable(out_dir)
-    from visionops.export import export as run
+    from visionops.stages.export import export as run
 
     result = run(model_dir, data, split_dir, out_dir)
 
@@ -229,8 +251,8 @@ def predict(
     as_json: JsonOpt = False,
 ) -> None:
     """Predict the top-k labels of images with a trained model; write them to OUT/predictions.csv."""
-    from visionops.predict import FILE
-    from visionops.predict import predict as run
+    from visionops.stages.predict import FILE
+    from visionops.stages.predict import predict as run
 
     if (out_dir / FILE).exists():
         raise FileExistsError(f"{out_dir / FILE} exists; refusing to overwrite it. Choose another --out folder.")
@@ -260,18 +282,17 @@ def promote(
     as_json: JsonOpt = False,
 ) -> None:
     """Register the trained model as a new version (alias challenger); make it champion only if it wins."""
-    from visionops.promote import promote as run
+    from visionops.contracts.layout import Artifacts
+    from visionops.stages.promote import promote as run
 
     if replace_champion is not None and not replace_champion.strip():
         raise UserError('--replace-champion needs the reason, e.g. --replace-champion "new task: orientation"')
     r = run(
         load_params(params),
-        artifacts / "train",
-        artifacts / "evaluate",
-        data,
-        artifacts / "split",
-        writable(out_dir),
-        replace_champion,
+        Artifacts(artifacts),
+        data_dir=data,
+        out_dir=writable(out_dir),
+        replace_champion=replace_champion,
     )
     colour = {"promoted": "green", "kept": "yellow", "rejected": "red", "incomparable": "yellow"}[r.decision]
     again = " (decided earlier)" if r.already_decided else ""
@@ -287,10 +308,10 @@ def log_run(
     params: ParamsOpt = Path("params.yaml"), artifacts: ArtifactsOpt = Path("artifacts"), as_json: JsonOpt = False
 ) -> None:
     """Log what an MLflow outage kept from the run in artifacts/train/run.json (training and/or evaluation)."""
-    from visionops import tracking
+    from visionops.tracking import connection, runs
 
-    client = tracking.connect(consequence="the results stay under artifacts/: rerun `visionops log-run` later")
-    run_id, done = tracking.log_missing(client, load_params(params), project_root(), artifacts)
+    client = connection.connect(consequence="the results stay under artifacts/: rerun `visionops log-run` later")
+    run_id, done = runs.log_missing(client, load_params(params), project_root(), artifacts)
     line = (
         f"log-run: {' and '.join(done)} logged to run {run_id}" if done else f"log-run: nothing missing in run {run_id}"
     )

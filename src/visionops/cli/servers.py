@@ -9,9 +9,9 @@ from typing import Annotated, Any
 import typer
 
 from visionops.cli.common import JsonOpt, ParamsOpt, app, command, emit, out
-from visionops.config import load_params
 from visionops.errors import EXIT_UNAVAILABLE, UserError
 from visionops.files import store_root
+from visionops.params import load_params
 
 
 @app.command(rich_help_panel="Model Registry")
@@ -22,9 +22,10 @@ def rollback(
     as_json: JsonOpt = False,
 ) -> None:
     """Give the champion alias back to the previous champion (promote.registered_model)."""
-    from visionops.registry import rollback as run
+    from visionops.tracking.registry import rollback as run
 
-    r = run(load_params(params).promote, reason)
+    settings = load_params(params)
+    r = run(settings.promote, reason, settings.runtime.lock_timeout_s)
     line = f"rollback: {r['registered_model']} champion is v{r['champion']} again (v{r['demoted']} demoted)"
     emit(r, as_json, lambda: [line])
 
@@ -35,7 +36,7 @@ def registry(params: ParamsOpt = Path("params.yaml"), as_json: JsonOpt = False) 
     """List the registered model's versions: aliases, score, split, decision and its reason, run, weights."""
     from rich.table import Table
 
-    from visionops.registry import rows
+    from visionops.tracking.registry import rows
 
     settings = load_params(params).promote
     found = rows(settings)
@@ -57,19 +58,20 @@ def ui(
     host: Annotated[str, typer.Option(help="Interface to bind; keep 127.0.0.1 unless you add auth.")] = "127.0.0.1",
 ) -> None:
     """The MLflow UI over the project's own store, in the foreground (Ctrl-C stops it and all its processes)."""
-    from visionops import stack, tracking
     from visionops.processes import run_foreground
+    from visionops.stack import supervisor
+    from visionops.tracking import connection
 
-    uri = tracking.tracking_uri()
+    uri = connection.tracking_uri()
     if uri.startswith(("http://", "https://")):
-        out.print(f"runs are on the tracking server {tracking.shown_uri(uri)}: open it in a browser")
+        out.print(f"runs are on the tracking server {connection.shown_uri(uri)}: open it in a browser")
         return
-    local = stack.load()
-    if stack.running(local):
+    local = supervisor.load()
+    if supervisor.running(local):
         out.print(f"the local stack serves the MLflow UI already: {local.mlflow_url}")
         return
     out.print(f"MLflow UI on http://{host}:{port} over {uri} (Ctrl-C stops it)")
-    raise typer.Exit(run_foreground(stack.ui_command(host, port), env=stack.mlflow_server_env()))
+    raise typer.Exit(run_foreground(supervisor.ui_command(host, port), env=supervisor.mlflow_server_env()))
 
 
 stack_app = typer.Typer(
@@ -91,15 +93,15 @@ def stack_up(
     as_json: JsonOpt = False,
 ) -> None:
     """Start the stack (or leave it running) and wait until both servers answer."""
-    from visionops import stack
+    from visionops.stack import supervisor
 
-    _show(stack.up(stack.Stack(store_root(), mlflow_port, prefect_port, workers)), as_json)
+    _show(supervisor.up(supervisor.Stack(store_root(), mlflow_port, prefect_port, workers)), as_json)
 
 
 def _show(local: Any, as_json: bool) -> None:
-    from visionops import stack
+    from visionops.stack import supervisor
 
-    health, programs = stack.healthy(local), stack.status(local)
+    health, programs = supervisor.healthy(local), supervisor.status(local)
     mark = {True: "[green]up[/]", False: "[red]not answering[/]"}
     lines = [
         f"MLflow UI   {local.mlflow_url}  {mark[health['mlflow']]}  (store {local.root / 'mlflow.db'})",
@@ -121,10 +123,10 @@ def _show(local: Any, as_json: bool) -> None:
 @command
 def stack_status(as_json: JsonOpt = False) -> None:
     """The stack's programs, their state, the URLs; exit code 3 when it is not running."""
-    from visionops import stack
+    from visionops.stack import supervisor
 
-    local = stack.load()
-    if not stack.running(local):
+    local = supervisor.load()
+    if not supervisor.running(local):
         emit({"running": False}, as_json, lambda: ["the local stack is not running: start it with ./run.sh up"])
         raise typer.Exit(EXIT_UNAVAILABLE)
     _show(local, as_json)
@@ -134,18 +136,18 @@ def stack_status(as_json: JsonOpt = False) -> None:
 @command
 def stack_down() -> None:
     """Stop every program of the stack with all its processes, then supervisord."""
-    from visionops import stack
+    from visionops.stack import supervisor
 
-    out.print("stack stopped" if stack.down(stack.load()) else "the local stack was not running")
+    out.print("stack stopped" if supervisor.down(supervisor.load()) else "the local stack was not running")
 
 
 @stack_app.command("logs")
 @command
 def stack_logs() -> None:
     """Follow every log of the stack (Ctrl-C stops following; the stack keeps running)."""
-    from visionops import stack
+    from visionops.stack import supervisor
 
-    logs = sorted(stack.load().logs.glob("*.log"))
+    logs = sorted(supervisor.load().logs.glob("*.log"))
     if not logs:
         raise UserError("no logs yet: start the stack with ./run.sh up")
     os.execvp("tail", ["tail", "-n", "20", "-F", *map(str, logs)])
@@ -155,10 +157,10 @@ def stack_logs() -> None:
 @command
 def stack_deploy(ctx: typer.Context) -> None:
     """Register prefect.yaml's `local` deployment with the stack's Prefect server (extra args go to prefect deploy)."""
-    from visionops import stack
+    from visionops.stack import commands, supervisor
 
-    local = stack.load()
-    stack.deploy(local, ctx.args)
+    local = supervisor.load()
+    commands.deploy(local, ctx.args)
     out.print(f"deployed: ./run.sh prefect deployment run training-pipeline/local --watch   (UI {local.prefect_url})")
 
 
@@ -166,17 +168,17 @@ def stack_deploy(ctx: typer.Context) -> None:
 @command
 def stack_prefect(ctx: typer.Context) -> None:
     """The prefect CLI against the stack's server: `visionops stack prefect deployment ls`."""
-    from visionops import stack
+    from visionops.stack import commands, supervisor
 
-    raise typer.Exit(stack.prefect(stack.load(), ctx.args, check=False))
+    raise typer.Exit(commands.prefect(supervisor.load(), ctx.args, check=False))
 
 
 @stack_app.command("exec", context_settings=PASS_THROUGH)
 @command
 def stack_exec(ctx: typer.Context) -> None:
     """Run a command with the stack's environment (Prefect API, MLflow server): `visionops stack exec python ...`."""
-    from visionops import stack
+    from visionops.stack import commands, supervisor
 
     if not ctx.args:
         raise UserError("stack exec needs a command, e.g. `visionops stack exec python flows/sweep.py -S ...`")
-    raise typer.Exit(stack.execute(stack.load(), ctx.args, check=False))
+    raise typer.Exit(commands.execute(supervisor.load(), ctx.args, check=False))
