@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One entry point that installs what it needs on first use (uv, the locked .venv), then runs:
 #   ./run.sh pipeline [dvc repro args]   restore data/ if absent, then `dvc repro`
-#   ./run.sh test [pytest args]          the test suite (what CI runs)
+#   ./run.sh test [pytest args]          the test suite (what CI runs; with no args, with its coverage floor)
 #   ./run.sh up [--workers N]            the local stack on 127.0.0.1: MLflow UI, Prefect server and UI, process worker(s)
 #   ./run.sh status | down | logs        the stack's state and URLs | stop it and all its processes | follow its logs
 #   ./run.sh deploy                      register prefect.yaml's `local` deployment with the stack's Prefect server
@@ -94,7 +94,10 @@ shift || true
 case "$cmd" in
   setup) setup "$@" ;;
   pipeline) setup && .venv/bin/visionops pull-data --if-absent && exec .venv/bin/dvc repro "$@" ;;
-  test) setup && exec .venv/bin/python -m pytest "$@" ;;
+  test) # the whole default suite also measures coverage, with the floor of pyproject.toml; a subset does not
+    setup
+    [ $# -gt 0 ] || set -- --cov --cov-report=term
+    exec .venv/bin/python -m pytest "$@" ;;
   up | status | down | logs | deploy) setup && exec .venv/bin/visionops stack "$cmd" "$@" ;;
   prefect) setup && exec .venv/bin/visionops stack prefect "$@" ;;
   sweep) setup && exec .venv/bin/visionops stack exec .venv/bin/python flows/sweep.py "$@" ;;

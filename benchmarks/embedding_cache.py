@@ -87,10 +87,13 @@ def main() -> None:
         )
         backbone, used = build_backbone(params)
         model = build_model(
-            backbone, len(info.classes), params.dropout, batchnorm_frozen(params.finetune.batchnorm, True)
+            backbone,
+            len(info.classes),
+            params.dropout,
+            freeze_batchnorm=batchnorm_frozen(params.finetune.batchnorm, True),
         )
         freeze_for_stage(model, 1)
-        compile_for_stage(model, params.head, len(train), params, xla=False)
+        compile_for_stage(model, params.head, len(train), params=params, xla=False)
         baseline = median_epoch(model, train, args.epochs)
 
         os.environ[CACHE_ENV] = str(Path(tmp) / "cache")
@@ -102,7 +105,7 @@ def main() -> None:
         features, _ = feature_batches(backbone, used, params=params, augment=augment, data=data)
         warm = time.perf_counter() - start
         head = head_model(model)
-        compile_for_stage(head, params.head, len(features), params, xla=False)
+        compile_for_stage(head, params.head, len(features), params=params, xla=False)
         cached = median_epoch(head, features, args.epochs)
     row = {
         "dataset": root.name if args.data or root == SHARED else "sample",

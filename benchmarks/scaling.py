@@ -16,7 +16,7 @@ Usage: python benchmarks/scaling.py [--sizes 1000 10000 50000] [--work DIR]
 --work keeps the generated images there and reuses them in later runs; by default they go to a temporary folder
 (/tmp/scaling-*) that is removed at the end.
 Writes results/scaling.csv (a row per stage and size, with each stage's linear fit over the sizes),
-results/scaling_cache_switch.csv (where ``train.cache: auto`` switches to disk, at 48, 128 and 224 px, with the memory
+results/scaling_cache_switch.csv (where ``runtime.cache: auto`` switches to disk, at 48, 128 and 224 px, with the memory
 available during the run) and docs/img/scaling.png.
 Goals: every stage linear in the number of files; validate within 1.2× of the raw decode; peak memory flat in the
 number of files except for the memory cache.
@@ -141,7 +141,7 @@ def setup_model(model: Path) -> dict:
     """Save an untrained classifier at the committed size (model.keras + classes.json) for evaluate to score.
 
     Returns:
-        Where ``train.cache: auto`` switches to disk at the committed size and each of :data:`SWITCH_SIZES`, with the
+        Where ``runtime.cache: auto`` switches to disk at the committed size and each of :data:`SWITCH_SIZES`, with the
         memory available now.
     """
     from visionops.contracts.model import ModelInfo

@@ -70,8 +70,8 @@ def model_and_batches(
     with strategy.scope():
         backbone, weights = build_backbone(train)
         frozen = batchnorm_frozen(train.finetune.batchnorm, weights.pretrained)
-        model = build_model(backbone, len(classes), train.dropout, frozen)
-    freeze_for_stage(model, 2, train.finetune.unfreeze_blocks, frozen)
+        model = build_model(backbone, len(classes), train.dropout, freeze_batchnorm=frozen)
+    freeze_for_stage(model, 2, train.finetune.unfreeze_blocks, freeze_batchnorm=frozen)
     info = ModelInfo.for_task(train.task, classes, image_size=size, resize_side=train.cached_side, model=train.model)
     lists = {"train": listed, "val": listed.iloc[:0]}
     pipeline = build_augment(params.augment, train.task, train.seed)
@@ -85,7 +85,7 @@ def model_and_batches(
         batch_size=global_batch_size(train.batch_size, strategy),
         cache_root=out_dir.parent / ".cache",
     )
-    compile_for_stage(model, train.finetune, len(batches), train, xla)
+    compile_for_stage(model, train.finetune, len(batches), params=train, xla=xla)
     return model, batches
 
 

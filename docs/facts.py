@@ -400,7 +400,7 @@ def bench_scaling(root: Path) -> str:
         text += f", and **{float(slopes[0]) / float(slopes[1]):.2f}** × its cost per 1,000 more files (slopes)"
     limits = ", ".join(f"**{_num(r['switch_files'])}** at {r['image_size']} px" for r in switch)
     text += (
-        f".\n\n`train.cache: auto` keeps the train + val images in memory up to {limits} (half of the "
+        f".\n\n`runtime.cache: auto` keeps the train + val images in memory up to {limits} (half of the "
         f"{switch[0]['memory_available_gib']} GiB available during the run), on disk beyond.\n\n"
     )
     image = "![seconds and peak RSS against the number of files, per stage](img/scaling.png)\n\n"

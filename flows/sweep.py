@@ -142,9 +142,9 @@ def sweep_flow(
     project = Path(project_dir).resolve()
     params = load_params(project / "params.yaml")
     sweep_id = name or re.sub(r"[^A-Za-z0-9_-]", "-", f"sweep-{flow_run.get_name() or 'local'}")
-    trials = sweep.plan(settings, sweep_id, random, seed)
+    trials = sweep.plan(settings, sweep_id, random, seed=seed)
     client = connection.connect(project)
-    parent_id = sweeps.start_sweep(client, params.tracking.experiment, sweep_id, settings, len(trials))
+    parent_id = sweeps.start_sweep(client, params.tracking.experiment, sweep_id, settings=settings, trials=len(trials))
     found = results(trials, run_trials(trials, deployment, max(1, concurrency), parent_id, sweep_id), parent_id)
     metric = params.promote.metric
     best = sweep.best(found, metric, params.promote.higher_is_better)
@@ -167,7 +167,7 @@ def sweep_flow(
             "decision": decision.decision,
             "version": decision.version,
         }
-    sweeps.finish_sweep(client, parent_id, rows, summary, best_facts)
+    sweeps.finish_sweep(client, parent_id, rows, summary=summary, best=best_facts)
     create_markdown_artifact(summary, key="sweep", description=f"{len(trials)} trials, the best, the decision")
     return {"sweep": sweep_id, "parent_run_id": parent_id, "trials": rows, "best": best_facts}
 

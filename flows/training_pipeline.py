@@ -1,9 +1,12 @@
-"""Prefect flow: the DVC pipeline's stages (validate, split, train, evaluate, promote) as tasks.
+"""Prefect flow: the DVC pipeline's stages as tasks, in dvc.yaml's order, with dvc.yaml's retries and timeouts.
 
 The tasks do not reimplement the stages: each runs ``dvc repro --single-item <stage>``, so DVC decides what is
 stale, writes dvc.lock exactly as ``dvc repro`` would and skips what is unchanged (also on a fresh worker clone,
-through DVC's run cache on the remote). Params overrides are applied with DVC's own ``-S`` code and the result is
-saved as a DVC experiment (``dvc exp show``), never committed over params.yaml.
+through DVC's run cache on the remote). dvc.yaml is the one list of stages: a stage added there is a task here, with
+the ``meta: {prefect: ...}`` it declares (retries, timeout, whether a sweep's trials run it, whether it logs to
+MLflow). Whether a stage ran, was restored from the run cache or was up to date comes from DVC's own state (``dvc
+status`` before, its run cache after), never from its log text. Params overrides are applied with DVC's own ``-S``
+code and the result is saved as a DVC experiment (``dvc exp show``), never committed over params.yaml.
 
 Run in-process, without a server:  ``python flows/training_pipeline.py [-S train.finetune.epochs=40 ...]``.
 Deployments (work pools process / docker GPU / kubernetes GPU): prefect.yaml.
@@ -20,49 +23,69 @@ import subprocess
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import yaml
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import deployment, flow_run
 from prefect.tasks import exponential_backoff
 
+from visionops.contracts.layout import Artifacts
 from visionops.contracts.model import RunInfo
 from visionops.contracts.results import Promotion, TestMetrics
 from visionops.stack import supervisor
 from visionops.tracking.runs import RUN_TAGS_ENV
 
-STAGES = ("validate", "split", "train", "evaluate", "promote")
-# Per stage: (retries, timeout in seconds). Retries go where the failure can be transient: train and evaluate
-# talk to the tracking server (a killed or failed train resumes from its checkpoint), promote to the registry.
-POLICY = {
-    "validate": (0, 3600),
-    "split": (0, 600),
-    "train": (1, 12 * 3600),
-    "evaluate": (2, 3600),
-    "promote": (2, 3600),
-}
+FLOW_DIR = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class StagePolicy:
+    """How the flow runs one dvc.yaml stage: its ``meta: {prefect: {...}}``, with these defaults."""
+
+    retries: int = 0  # where a failure can be transient (a tracking server, the registry); train resumes
+    timeout_s: int = 3600
+    in_sweep_trials: bool = True  # False: a sweep runs it once for its best trial (promote)
+    tracked: bool = False  # it logs into the training's MLflow run: `visionops log-run` follows it after an outage
+
+
+def pipeline_stages(project: Path = FLOW_DIR.parent) -> dict[str, StagePolicy]:
+    """dvc.yaml's stages in order, each with its policy."""
+    stages = yaml.safe_load((Path(project) / "dvc.yaml").read_text())["stages"]
+    return {name: StagePolicy(**(spec.get("meta", {}).get("prefect") or {})) for name, spec in stages.items()}
+
+
+STAGES = pipeline_stages()
 
 
 class StageFailed(RuntimeError):
     """A command of the pipeline exited non-zero; the message holds the end of its output."""
 
 
-def sh(cmd: list[str], cwd: Path, extra_env: dict[str, str] | None = None) -> str:
+def sh(cmd: list[str], cwd: Path, extra_env: dict[str, str] | None = None, quiet: bool = False) -> str:
     """Run a command in the project (with ``extra_env``), streaming its output into the Prefect logs.
 
     The project's own ``src/`` goes first on PYTHONPATH, so a worker runs the code of the clone it pulled,
     not whatever version of visionops its environment was installed from.
 
+    Args:
+        quiet: a query (`dvc status --json`): return its stdout alone, log nothing but a failure.
+
     Raises:
         StageFailed: the command failed; the message ends with its last 40 lines (the reason, for the UI).
     """
-    logger = get_run_logger()
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(cwd / "src"), env.get("PYTHONPATH")]))
     env.setdefault("PYTHONUNBUFFERED", "1")
     env.update(extra_env or {})
+    if quiet:
+        done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise StageFailed(f"`{' '.join(cmd)}` exited {done.returncode}:\n{done.stderr[-4000:]}")
+        return done.stdout
+    logger = get_run_logger()
     logger.info("$ %s", " ".join(cmd))
     lines: list[str] = []
     with subprocess.Popen(
@@ -117,21 +140,41 @@ def apply_overrides(project: Path, overrides: list[str]) -> None:
     dvc_apply(project / "params.yaml", overrides)
 
 
-def _stage_task(stage: str):
-    retries, timeout = POLICY[stage]
+Outcome = Literal["ran", "restored", "up to date"]
 
+
+def run_cache_entries(project: Path) -> set[str]:
+    """The entries of DVC's run cache (``<cache>/runs/``): running a stage adds one, restoring from it adds none."""
+    cache = Path(sh(["dvc", "cache", "dir"], project, quiet=True).strip())
+    runs = cache / "runs"
+    return {str(p.relative_to(runs)) for p in runs.rglob("*") if p.is_file()} if runs.is_dir() else set()
+
+
+def stale(project: Path, stage: str) -> bool:
+    """Whether DVC would run (or restore) ``stage``: `dvc status` of it alone is not empty."""
+    report = json.loads(sh(["dvc", "status", "--json", stage], project, quiet=True) or "{}")
+    return bool(report.get(stage))
+
+
+def _stage_task(stage: str, policy: StagePolicy):
     @task(
-        name=stage, retries=retries, retry_delay_seconds=exponential_backoff(backoff_factor=10), timeout_seconds=timeout
+        name=stage,
+        retries=policy.retries,
+        retry_delay_seconds=exponential_backoff(backoff_factor=10),
+        timeout_seconds=policy.timeout_s,
     )
-    def run_stage(project: Path, extra_env: dict[str, str] | None = None) -> bool:
-        """``dvc repro`` of one stage; returns whether it ran (False: unchanged or restored from the run cache)."""
-        output = sh(["dvc", "repro", "--single-item", "--pull", stage], project, extra_env)
-        return f"Running stage '{stage}'" in output
+    def run_stage(project: Path, extra_env: dict[str, str] | None = None) -> Outcome:
+        """``dvc repro`` of one stage: whether its command ran, DVC restored its outputs, or it was up to date."""
+        if not stale(project, stage):
+            return "up to date"
+        before = run_cache_entries(project)
+        sh(["dvc", "repro", "--single-item", "--pull", stage], project, extra_env)
+        return "ran" if run_cache_entries(project) - before else "restored"
 
     return run_stage
 
 
-STAGE_TASKS = {stage: _stage_task(stage) for stage in STAGES}
+STAGE_TASKS = {stage: _stage_task(stage, policy) for stage, policy in STAGES.items()}
 
 
 @task(retries=4, retry_delay_seconds=exponential_backoff(backoff_factor=10), timeout_seconds=1800)
@@ -192,13 +235,13 @@ class Results:
 
 def read_results(project: Path, promoted: bool = True) -> Results:
     """The test metrics, the promotion decision (when promote ran) and the MLflow run of the pipeline in ``project``."""
-    artifacts = project / "artifacts"
-    metrics = TestMetrics.read(artifacts / "evaluate").to_dict()
-    decision = Promotion.read(artifacts / "promote") if promoted else None
-    return Results(metrics, decision, RunInfo.read(artifacts / "train"))
+    artifacts = Artifacts(project / "artifacts")
+    metrics = TestMetrics.read(artifacts.evaluate).to_dict()
+    decision = Promotion.read(artifacts.promote) if promoted else None
+    return Results(metrics, decision, RunInfo.read(artifacts.train))
 
 
-def summary_markdown(results: Results, ran: dict[str, bool]) -> str:
+def summary_markdown(results: Results, ran: dict[str, Outcome]) -> str:
     """The run's report: which stages ran, the test metrics, the promotion decision, MLflow links."""
     run, decision = results.run, results.decision
     # A server's own URL; for the project's sqlite store, where `./run.sh up` (or `visionops ui`) serves it.
@@ -209,7 +252,7 @@ def summary_markdown(results: Results, ran: dict[str, bool]) -> str:
         "",
         "| stage | " + " | ".join(stages) + " |",
         "|---|" + "---|" * len(stages),
-        "| ran | " + " | ".join("ran" if ran[s] else "up to date" for s in stages) + " |",
+        "| ran | " + " | ".join(ran[s] for s in stages) + " |",
         "",
         "### Test metrics",
         "",
@@ -269,11 +312,13 @@ def training_pipeline(
     pull_data(project, data_rev)
     if settings:
         apply_overrides(project, settings)
-    ran: dict[str, bool] = {}
-    for stage in STAGES if promote else STAGES[:-1]:
+    ran: dict[str, Outcome] = {}
+    chosen = [stage for stage, policy in STAGES.items() if promote or policy.in_sweep_trials]
+    last_tracked = max((i for i, s in enumerate(chosen) if STAGES[s].tracked), default=-1)
+    for i, stage in enumerate(chosen):
         ran[stage] = STAGE_TASKS[stage](project, env)
-        if stage == "evaluate" and (ran["train"] or ran["evaluate"]):  # (restored stages logged when they ran)
-            log_run(project)
+        if i == last_tracked and any(ran[s] == "ran" for s in chosen[: i + 1] if STAGES[s].tracked):
+            log_run(project)  # (restored stages were logged when they ran)
     if settings:
         save_experiment(project, experiment_name or _experiment_name(), push, list(ran))
     if push:

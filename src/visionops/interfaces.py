@@ -59,7 +59,7 @@ def mismatch(candidate: ModelInfo, other: ModelInfo, other_name: str) -> str | N
     return "; ".join(found) or None
 
 
-def check_labels(labels: list[str], info: ModelInfo, model: str, data: str) -> None:
+def check_labels(labels: list[str], info: ModelInfo, model: str, *, data: str) -> None:
     """Refuse to score ``model`` on ``data`` when the data's labels include classes the model does not know.
 
     The orientation task makes its labels from rotations, so any data fits it. Data holding only some of the
@@ -79,7 +79,7 @@ def check_labels(labels: list[str], info: ModelInfo, model: str, data: str) -> N
         )
 
 
-def check_outputs(outputs: int, image_size: int | None, info: ModelInfo, source: str) -> None:
+def check_outputs(outputs: int, image_size: int | None, info: ModelInfo, *, source: str) -> None:
     """Refuse a model whose output count or input size disagrees with the class list and size stored beside it.
 
     Raises:

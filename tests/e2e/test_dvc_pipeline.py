@@ -7,7 +7,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from helpers import cli, run
+import yaml
+from helpers import REPO, cli, git_commit, run
+
+from visionops.params import load_params
+from visionops.stages.promote import decide
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -27,8 +31,14 @@ TINY = [
 RULE = ["-S", "promote.metric=roc_auc_ovr", "-S", "promote.min_delta=0", "-S", "promote.min_metric=0"]
 
 
+def _stages(project: Path) -> list[str]:
+    """dvc.yaml's stages, in order."""
+    return list(yaml.safe_load((project / "dvc.yaml").read_text())["stages"])
+
+
 def _ran(output: str) -> set[str]:
-    return {s for s in ("validate", "split", "train", "evaluate", "promote") if f"Running stage '{s}'" in output}
+    """The stages whose command `dvc repro` (or `dvc exp run`) ran, by what it prints (a person's view)."""
+    return {s for s in _stages(REPO) if f"Running stage '{s}'" in output}
 
 
 def test_pull_repro_experiment_then_nothing_to_do(project_copy: Path, visionops_ui) -> None:
@@ -54,7 +64,11 @@ def test_pull_repro_experiment_then_nothing_to_do(project_copy: Path, visionops_
     exp = run(["dvc", "exp", "run", *TINY, *RULE], cwd=project_copy).stdout
     assert _ran(exp) == {"train", "evaluate", "promote"}, exp
     metrics = json.loads((project_copy / "artifacts/evaluate/metrics.json").read_text())
-    assert 0 <= metrics["accuracy"] <= 1 and metrics["split_id"] == split["split_id"]
+    predictions = pd.read_csv(project_copy / "artifacts/evaluate/predictions.csv")
+    assert metrics["accuracy"] == pytest.approx((predictions["label"] == predictions["predicted"]).mean())
+    assert (
+        metrics["examples"] == len(predictions) == split["totals"]["test"] and metrics["split_id"] == split["split_id"]
+    )
     for name in ("model.keras", "history.csv", "weights.json", "classes.json", "augment_preview.png"):
         assert (project_copy / "artifacts/train" / name).is_file(), name
     shown = json.loads(run(["dvc", "metrics", "show", "--json"], cwd=project_copy).stdout)
@@ -65,6 +79,7 @@ def test_pull_repro_experiment_then_nothing_to_do(project_copy: Path, visionops_
     assert _ran(again) == set() and "Data and pipelines are up to date" in again
     assert json.loads(run(["dvc", "status", "--json"], cwd=project_copy).stdout) == {}
     _the_prefect_flow_in_process_reruns_nothing(project_copy)
+    _a_stage_added_as_contributing_says_runs_in_the_flow_and_dvc(project_copy)
 
     # An evaluate-only param reruns evaluate, and promote reports the decision made for that run already.
     only_eval = run(["dvc", "exp", "run", "-S", "evaluate.top_k=3"], cwd=project_copy).stdout
@@ -80,20 +95,90 @@ def test_pull_repro_experiment_then_nothing_to_do(project_copy: Path, visionops_
     _the_local_mlflow_store_holds_the_run(project_copy, visionops_ui)
 
 
-def _the_prefect_flow_in_process_reruns_nothing(project: Path) -> None:
-    """The flow without a server, after an unchanged `dvc repro`: every stage up to date, dvc.lock untouched."""
+def _flow_in_process(project: Path, home: str, **env: str) -> dict[str, str]:
+    """Run the training flow without a server in ``project``; what it says of each stage (ran, restored, up to date)."""
     import sys
 
-    before = {name: (project / name).read_bytes() for name in ("dvc.lock", "params.yaml")}
     out = run(
         [sys.executable, "flows/training_pipeline.py"],
         cwd=project,
-        PREFECT_HOME=str(project.parent / "ph"),
+        PREFECT_HOME=str(project.parent / home),
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        **env,
     ).stdout
-    result = json.loads(out.strip().splitlines()[-1])
-    assert result["ran"] == dict.fromkeys(("validate", "split", "train", "evaluate", "promote"), False), out
+    return json.loads(out.strip().splitlines()[-1])["ran"]
+
+
+def _the_prefect_flow_in_process_reruns_nothing(project: Path) -> None:
+    """The flow without a server, after an unchanged `dvc repro`: every stage up to date, dvc.lock untouched."""
+
+    before = {name: (project / name).read_bytes() for name in ("dvc.lock", "params.yaml")}
+    ran = _flow_in_process(project, "ph")
+    assert ran == dict.fromkeys(_stages(project), "up to date"), ran
     assert before == {name: (project / name).read_bytes() for name in before}
+
+
+STAGE_MODULE = '''"""A stage that a test adds as CONTRIBUTING says: the split's images per class, as text."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from visionops.contracts.data import SplitInfo
+from visionops.files import atomic_write_text
+
+
+def summarize(split_dir: Path, out_dir: Path) -> str:
+    """Write ``out_dir/classes.txt``: a line per class with its train / val / test counts."""
+    info = SplitInfo.read(split_dir)
+    text = "".join(f"{c} {' '.join(str(info.counts[s][c]) for s in ('train', 'val', 'test'))}\\n" for c in info.classes)
+    atomic_write_text(Path(out_dir) / "classes.txt", text)
+    return text
+'''
+STAGE_COMMAND = '''
+
+@app.command(rich_help_panel="Pipeline stages (dvc.yaml runs these)")
+@command
+def summary(split_dir: SplitOpt = Path("artifacts/split"), out_dir: OutOpt = Path("artifacts/summary")) -> None:
+    """The split's images per class, as text."""
+    from visionops.stages.summary import summarize
+
+    print(summarize(split_dir, writable(out_dir)), end="")
+'''
+
+
+def _a_stage_added_as_contributing_says_runs_in_the_flow_and_dvc(project: Path) -> None:
+    """CONTRIBUTING's "Add a stage", step by step: a module, a command, a dvc.yaml stage with its deps as the
+    architecture test computes them. The flow runs it with no change of its own; `dvc repro` then has nothing to do."""
+
+    from architecture import code_deps, imports
+
+    (project / "src/visionops/stages/summary.py").write_text(STAGE_MODULE)  # 1
+    cli_file = project / "src/visionops/cli/pipeline.py"  # (step 2, params: this stage has none)
+    cli_file.write_text(cli_file.read_text() + STAGE_COMMAND)  # 3
+    stages = yaml.safe_load((project / "dvc.yaml").read_text())
+    stages["stages"]["summary"] = {
+        "cmd": "visionops summary --split artifacts/split --out artifacts/summary",
+        "deps": ["artifacts/split/split.json"],
+        "outs": ["artifacts/summary/classes.txt"],
+        "meta": {"prefect": {"timeout_s": 120}},
+    }
+    (project / "dvc.yaml").write_text(yaml.safe_dump(stages, sort_keys=False))
+    deps = sorted(code_deps("summary", imports(project / "src" / "visionops"), root=project))  # 4
+    assert "src/visionops/stages/summary.py" in deps and "src/visionops/contracts/data.py" in deps, deps
+    stages["stages"]["summary"]["deps"] += deps
+    (project / "dvc.yaml").write_text(yaml.safe_dump(stages, sort_keys=False))
+    git_commit(project, "Add the summary stage")  # 6 (`dvc exp run --temp` copies only what git tracks)
+
+    code = {"PYTHONPATH": str(project / "src")}  # (the copy's code, as a worker runs its clone's)
+    ran = _flow_in_process(project, "ph2", **code)
+    assert list(ran) == _stages(project) and ran.pop("summary") == "ran", ran
+    assert set(ran.values()) == {"up to date"}, ran
+    counts = (project / "artifacts/summary/classes.txt").read_text().splitlines()
+    split = json.loads((project / "artifacts/split/split.json").read_text())
+    assert [line.split()[0] for line in counts] == split["classes"]
+    again = run(["dvc", "repro"], cwd=project, **code).stdout
+    assert _ran(again) == set() and "Data and pipelines are up to date" in again, again
 
 
 def _decision(project: Path) -> dict:
@@ -107,8 +192,8 @@ def _a_second_run_is_decided_by_the_rule(project: Path) -> None:
 
     first = _decision(project)
     assert (first["version"], first["decision"]) == ("1", "promoted")
-    # Untrained: the backbone stays random and the head barely moves. Run in a throwaway copy (`--temp`, as queued
-    # experiments are): its run and version must still land in this checkout's store, not in the copy's.
+    # Untrained: the head barely moves from its random start. Run in a throwaway copy (`--temp`, as queued experiments
+    # are): its run and version must still land in this checkout's store, not in the copy's.
     untrained = ["-S", "train.finetune.epochs=0", "-S", "train.head.learning_rate=0.000001"]
     run(["dvc", "exp", "run", "--temp", *untrained], cwd=project)
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
@@ -116,8 +201,11 @@ def _a_second_run_is_decided_by_the_rule(project: Path) -> None:
     second = client.get_model_version(name, "2").tags
     score = next(float(v) for k, v in second.items() if k.startswith("score.") and k.endswith(".roc_auc_ovr"))
     assert float(second["decision.champion_score"]) == first["score"] and second["decision.compared_with"] == "1"
-    champion = "2" if score >= first["score"] else "1"  # (min_delta 0: an equal score is promoted)
-    assert second["decision"] == ("promoted" if champion == "2" else "kept"), second
+    rule = load_params(project / "params.yaml").promote  # (the RULE overrides: roc_auc_ovr, no margin, no floor)
+    assert (rule.metric, rule.min_delta, rule.min_metric) == ("roc_auc_ovr", 0, 0), rule
+    expected = decide(score, first["score"], rule, pretrained=True, champion_version="1").action  # the rule itself
+    assert second["decision"] == expected, second
+    champion = "2" if expected == "promoted" else "1"
     assert str(client.get_model_version_by_alias(name, "champion").version) == champion
     assert str(client.get_model_version_by_alias(name, "challenger").version) == "2"
     runs = {client.get_model_version(name, v).run_id for v in ("1", "2")}

@@ -311,9 +311,11 @@ def test_a_champion_with_another_class_order_is_not_compared(
     info_path.write_text(json.dumps({**info, "classes": info["classes"][::-1]}))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_module.uri)
     client = connection.connect(elsewhere)
-    logged = runs.start_run(client, "registry-test", "reordered", {}, elsewhere / "run_id")
+    logged = runs.start_run(client, "registry-test", "reordered", tags={}, resume_file=elsewhere / "run_id")
     params, artifacts = load_params(elsewhere / "params.yaml"), elsewhere / "artifacts"
-    record.log_training(client, logged.run_id, params, elsewhere, artifacts / "train", artifacts / "split")
+    record.log_training(
+        client, logged.run_id, params, root=elsewhere, train_dir=artifacts / "train", split_dir=artifacts / "split"
+    )
     logged.write(elsewhere / "artifacts/train")
     for project in (elsewhere, candidates["worse"]):
         _use_registry(project, "order")

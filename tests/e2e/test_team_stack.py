@@ -64,8 +64,8 @@ def test_training_logs_into_postgres_and_s3_and_the_model_loads_by_alias(
     assert any(f"/models/{model_id}/artifacts/" in key and key.endswith(".keras") for key in keys), keys
 
     # Registered with the project's registry helpers, it loads back by a models:/ alias URI through the server.
-    version = register_version(client, MODEL, run_id, logged.data.tags[MODEL_URI_TAG], {"stack": "team"})
-    set_alias(client, MODEL, CHAMPION, version.version)
+    version = register_version(client, MODEL, run_id, model_uri=logged.data.tags[MODEL_URI_TAG], tags={"stack": "team"})
+    set_alias(client, MODEL, CHAMPION, number=version.version)
     query = "SELECT version, run_id FROM model_versions WHERE name = %s"
     assert postgres_server.query(database, query, (MODEL,)) == [(1, run_id)]
     model = mlflow.pyfunc.load_model(f"models:/{MODEL}@{CHAMPION}")

@@ -55,10 +55,18 @@ def main(out_dir: Path, report: Path) -> None:
     common = {"num_classes": CLASSES, "size": SIZE, "batch_size": batch, "seed": 3}
     train_batches = Batches(images, labels, variation=Variation(), **common)
     val_batches = Batches(val_images, val_labels, **common)
-    compile_for_stage(model, StageParams(epochs=EPOCHS, learning_rate=0.01), len(train_batches), params, xla=False)
+    compile_for_stage(
+        model, StageParams(epochs=EPOCHS, learning_rate=0.01), len(train_batches), params=params, xla=False
+    )
     with worker_dirs(out_dir, out_dir.parent / f".resume-{out_dir.name}", topology) as (write_dir, resume):
         fit_stage(
-            model, 1, EPOCHS, lambda: (train_batches, val_batches), resume=resume, out_dir=write_dir, patience=EPOCHS
+            model,
+            1,
+            EPOCHS,
+            data=lambda: (train_batches, val_batches),
+            resume=resume,
+            out_dir=write_dir,
+            patience=EPOCHS,
         )
         history = (resume / "stage1-history.csv").read_text()
         weights = [w.tolist() for w in model.get_weights()]

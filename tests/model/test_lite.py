@@ -96,7 +96,7 @@ def lite0() -> dict[str, np.ndarray]:
 
 def _keras_logits(variant: str, state: dict[str, np.ndarray], images: np.ndarray) -> np.ndarray:
     model = build_lite(variant, images.shape[1], include_top=True)
-    assign_torch_weights(model, variant, state, "packaged")
+    assign_torch_weights(model, variant, state, source="packaged")
     return model.predict(images.astype(np.float32), batch_size=32, verbose=0)
 
 
@@ -144,7 +144,7 @@ def test_each_pitfall_breaks_the_tolerance(lite0: dict[str, np.ndarray], pitfall
 def test_a_state_dict_of_another_variant_is_one_line_naming_the_key(lite0: dict[str, np.ndarray]) -> None:
     model = build_lite("EfficientNetLite1", 32)
     with pytest.raises(WeightsMismatchError, match=r"'_blocks\.16\.") as info:
-        assign_torch_weights(model, "EfficientNetLite1", lite0, "lite0.pth")
+        assign_torch_weights(model, "EfficientNetLite1", lite0, source="lite0.pth")
     assert "\n" not in str(info.value) and "missing" in str(info.value)
 
 
@@ -153,12 +153,12 @@ def test_missing_unused_and_misshapen_keys_are_named(lite0: dict[str, np.ndarray
     before = [w.numpy().copy() for w in model.weights]
     without = {k: v for k, v in lite0.items() if k != "_blocks.3._bn1.running_var"}
     with pytest.raises(WeightsMismatchError, match=r"missing, first '_blocks\.3\._bn1\.running_var'"):
-        assign_torch_weights(model, "EfficientNetLite0", without, "w.pth")
+        assign_torch_weights(model, "EfficientNetLite0", without, source="w.pth")
     with pytest.raises(WeightsMismatchError, match=r"fit no weight of EfficientNetLite0, first '_blocks\.99\.x'"):
-        assign_torch_weights(model, "EfficientNetLite0", {**lite0, "_blocks.99.x": np.zeros(1)}, "w.pth")
+        assign_torch_weights(model, "EfficientNetLite0", {**lite0, "_blocks.99.x": np.zeros(1)}, source="w.pth")
     bent = {**lite0, "_conv_head.weight": lite0["_conv_head.weight"][:, :100]}
     with pytest.raises(WeightsMismatchError, match=r"'_conv_head\.weight' has shape \(1280, 100, 1, 1\)"):
-        assign_torch_weights(model, "EfficientNetLite0", bent, "w.pth")
+        assign_torch_weights(model, "EfficientNetLite0", bent, source="w.pth")
     assert all(np.array_equal(a, w.numpy()) for a, w in zip(before, model.weights, strict=True))  # nothing half-loaded
 
 

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 def _model(weights=None, classes: int = 3, policy: str = "auto"):
     backbone, used = build_backbone(tiny_params(weights=str(weights) if weights else None))
     frozen = batchnorm_frozen(policy, used.pretrained)
-    return build_model(backbone, classes, 0.2, frozen), used, frozen
+    return build_model(backbone, classes, 0.2, freeze_batchnorm=frozen), used, frozen
 
 
 def _all_layers(model: keras.Model):
@@ -48,19 +48,19 @@ def test_exactly_one_rescaling_to_unit_range() -> None:
 def test_trainable_weights_per_stage(pretrained_file: Path) -> None:
     model, used, frozen = _model(pretrained_file)
     assert used.used == "file" and used.sha256 and frozen
-    freeze_for_stage(model, 1, 2, frozen)
+    freeze_for_stage(model, 1, 2, freeze_batchnorm=frozen)
     assert [w.path for w in model.trainable_weights] == ["predictions/kernel", "predictions/bias"]
-    freeze_for_stage(model, 2, 1, frozen)
+    freeze_for_stage(model, 2, 1, freeze_batchnorm=frozen)
     names = [w.path for w in model.trainable_weights]
     assert names[-2:] == ["predictions/kernel", "predictions/bias"] and len(names) > 2
     assert all(n.startswith(("block7", "top_conv", "predictions")) for n in names), names
-    freeze_for_stage(model, 2, "all", frozen)
+    freeze_for_stage(model, 2, "all", freeze_batchnorm=frozen)
     assert any(n.startswith("block1") for n in (w.path for w in model.trainable_weights))
 
 
 def test_every_batchnorm_stays_frozen_in_stage_2(pretrained_file: Path) -> None:
     model, _, frozen = _model(pretrained_file)
-    freeze_for_stage(model, 2, "all", frozen)
+    freeze_for_stage(model, 2, "all", freeze_batchnorm=frozen)
     bns = [layer for layer in _all_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
     assert bns and not any(layer.trainable for layer in bns)
     before = [layer.moving_mean.numpy().copy() for layer in bns]
@@ -82,7 +82,7 @@ def test_a_tiny_batch_overfits() -> None:
     """Stage 2 as tests train it (the top block; tracing the whole backbone's training step takes minutes here)."""
     keras.utils.set_random_seed(0)
     model, _, frozen = _model(classes=2)
-    freeze_for_stage(model, 2, 1, frozen)
+    freeze_for_stage(model, 2, 1, freeze_batchnorm=frozen)
     model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="categorical_crossentropy", metrics=["accuracy"])
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 255, (8, SIZE, SIZE, 3)).astype("float32")

@@ -15,6 +15,7 @@ makes is timed (method, path, status, seconds) and written with the wall time to
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -64,25 +65,28 @@ def history(epochs: int, seed: int):
 
 def log(project: Path, epochs: int, live_epochs: int, score: float) -> dict:
     from visionops.contracts.data import SplitInfo
+    from visionops.contracts.results import TestMetrics
     from visionops.params import load_params
     from visionops.tracking import connection, record, runs
 
     artifacts, seed = project / "artifacts", zlib.crc32(project.name.encode())
     frame = history(epochs, seed)
     (artifacts / "train" / "history.csv").write_text(frame.to_csv(index=False, lineterminator="\n"))
-    metrics = json.loads((artifacts / "evaluate" / "metrics.json").read_text())
-    metrics.update(accuracy=score, split_id=SplitInfo.read(artifacts / "split").split_id)
-    (artifacts / "evaluate" / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    metrics = TestMetrics.read(artifacts / "evaluate")
+    split_id = SplitInfo.read(artifacts / "split").split_id
+    dataclasses.replace(metrics, accuracy=score, split_id=split_id).write(artifacts / "evaluate")
 
     params = load_params(project / "params.yaml")
     client = connection.connect(project)
     resume = project / "resume" / "mlflow_run_id"
-    run = runs.start_run(client, params.tracking.experiment, project.name, {"stage": "train"}, resume)
+    run = runs.start_run(client, params.tracking.experiment, project.name, tags={"stage": "train"}, resume_file=resume)
     listener = runs.live_metrics(client, run.run_id)
     for row in frame.to_dict("records")[:live_epochs]:  # as fitting.epoch_reporter passes a finished epoch on
         listener(int(row["epoch"]), {**{k: row[k] for k in METRICS}, "stage": float(row["stage"])})
     run.write(artifacts / "train")
-    model_uri = record.log_training(client, run.run_id, params, project, artifacts / "train", artifacts / "split")
+    model_uri = record.log_training(
+        client, run.run_id, params, root=project, train_dir=artifacts / "train", split_dir=artifacts / "split"
+    )
     record.log_evaluation(client, run.run_id, artifacts / "evaluate")
     return {"run_id": run.run_id, "model_uri": model_uri, "score": score}
 

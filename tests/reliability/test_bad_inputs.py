@@ -269,7 +269,7 @@ CASES: dict[str, Case] = {
     ),
     "data_empty": Case(
         lambda p: (p / "empty").mkdir(),
-        lambda p: validate(p / "empty", PARAMS, p / "out", 1),
+        lambda p: validate(p / "empty", PARAMS, p / "out", workers=1),
         ValidationFailed,
         ("fewer than 2 classes", "add class folders data/<class>/"),
     ),

@@ -114,7 +114,7 @@ CACHE_REASONS = {"truncated": "truncated", "flipped": "its bytes changed", "no_c
 
 @pytest.mark.parametrize("damage", CACHE_REASONS)
 def test_damaged_disk_cache_is_decoded_again(tmp_path: Path, damage: str, caplog: pytest.LogCaptureFixture) -> None:
-    """A disk cache (train.cache: disk) cut short, with a flipped pixel byte, or without the checksum its fill writes
+    """A disk cache (runtime.cache: disk) cut short, with a flipped pixel byte, or without the checksum its fill writes
     last (a fill killed between the two) is never read: it is decoded again, with a warning saying why."""
     from visionops.data.cache import cache_damage, cache_images, checksum_file
 

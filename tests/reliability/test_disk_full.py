@@ -88,9 +88,9 @@ def test_train_on_a_full_disk_says_where_and_a_rerun_completes(tmp_path: Path, s
 
     cache_full = _one_error_line(run(cmd, cwd=project, check=False, timeout=900))
     print(f"cache on a 32 kB disk: {cache_full}")
-    for part in (f"no space left for the disk cache (train.cache: disk) in {artifacts / '.cache'}", "needs about"):
+    for part in (f"no space left for the disk cache (runtime.cache: disk) in {artifacts / '.cache'}", "needs about"):
         assert part in cache_full, (part, cache_full)
-    assert "train.cache: memory" in cache_full and "run it again" in cache_full
+    assert "runtime.cache: memory" in cache_full and "run it again" in cache_full
     assert not (artifacts / ".cache").exists() or not any((artifacts / ".cache").iterdir()), "nothing half-written"
 
     small_disk.resize("4m")  # the cache (a few hundred kB) fits; a backup of B0's weights (≈ 16 MB) does not

@@ -30,7 +30,7 @@ from mlflow import MlflowClient
 
 from visionops.config import PromoteParams
 from visionops.contracts.model import ModelInfo
-from visionops.contracts.results import write_resolved
+from visionops.contracts.results import TestMetrics, write_resolved
 from visionops.params import load_params
 from visionops.stages.promote import decide
 from visionops.tracking.record import LOGGED_EVALUATION, LOGGED_TRAINING
@@ -75,14 +75,14 @@ def _template(root: Path) -> Path:
     ModelInfo(classes=["ant", "bee", "cow"], task="classification", image_size=32, resize_side=36, model="tiny").write(
         train
     )
-    (train / "weights.json").write_text(WeightsUsed(None, "random").to_json())
+    WeightsUsed(None, "random").write(train)
     params = load_params(project / "params.yaml")
     write_resolved(train, {"train": params.train, "augment": params.augment})
     curve = pd.DataFrame({"epoch": range(EPOCHS), "stage": 1, "loss": 1.0, "accuracy": 0.5})
     png = plot_history(curve)
     for folder, name in ((train, "curves.png"), (train, "augment_preview.png"), (evaluate, "confusion_matrix.png")):
         (folder / name).write_bytes(png)
-    (evaluate / "metrics.json").write_text(json.dumps({"accuracy": 0.0, "macro_f1": 0.5, "ece": 0.1, "examples": 6}))
+    TestMetrics(0.0, 0.5, {}, None, 0.1, examples=6, split_id="").write(evaluate)  # (each client sets its own)
     (evaluate / "per_class.csv").write_text(
         "class,precision,recall,f1,support\nant,1,1,1,2\nbee,1,1,1,2\ncow,1,1,1,2\n"
     )

@@ -24,6 +24,7 @@ from helpers import cli, run, venv_tool
 from visionops.config import ConfigError
 from visionops.contracts.data import SplitInfo
 from visionops.contracts.model import ModelInfo
+from visionops.contracts.results import TestMetrics
 from visionops.files import PathEscapeError, inside
 from visionops.params import parse_params
 
@@ -105,8 +106,8 @@ def _logged_stage_outputs(root: Path) -> Path:
     png = cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))[1].tobytes()
     for name in ("augment_preview.png", "curves.png"):
         write(artifacts, f"train/{name}", png)
-    metrics = {"accuracy": 0.5, "split_id": "c" * 64}
-    write(artifacts, "evaluate/metrics.json", json.dumps(metrics).encode())
+    (artifacts / "evaluate").mkdir(parents=True, exist_ok=True)
+    TestMetrics(0.5, 0.4, {2: 1.0}, 0.6, 0.1, examples=4, split_id="c" * 64).write(artifacts / "evaluate")
     for name in ("per_class.csv", "predictions.csv"):
         write(artifacts, f"evaluate/{name}", b"label,value\ncat,1\n")
     write(artifacts, "evaluate/confusion_matrix.png", png)
@@ -183,10 +184,15 @@ def test_no_secret_reaches_mlflow(tmp_path: Path, mlflow_server, monkeypatch) ->
         inputs, keras.layers.Dense(2, activation="softmax")(keras.layers.GlobalAveragePooling2D()(inputs))
     )
     client = connection.connect(root)
-    run_id = runs.start_run(client, "canary", "canary-run", {"stage": "train"}, root / "run_id").run_id
+    run_id = runs.start_run(client, "canary", "canary-run", tags={"stage": "train"}, resume_file=root / "run_id").run_id
     model.save(artifacts / "train" / "model.keras")
     record.log_training(
-        client, run_id, load_params(root / "params.yaml"), root, artifacts / "train", artifacts / "split"
+        client,
+        run_id,
+        load_params(root / "params.yaml"),
+        root=root,
+        train_dir=artifacts / "train",
+        split_dir=artifacts / "split",
     )
     record.log_evaluation(client, run_id, artifacts / "evaluate")
 

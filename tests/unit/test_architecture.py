@@ -5,34 +5,28 @@ stack) → building blocks (training, data) → the floor (the modules at the pa
 layer or lower ones; a stage never imports another stage (what two stages share moves down); a building block never
 imports a service (the ranks say so by themselves). An import inside a function is for speed only (deferring
 TensorFlow or MLflow), listed below with its reason, never a way around a cycle. dvc.yaml's code deps of a stage are
-its import closure. Each test here fails on a copy of the package that breaks its rule (CONTRIBUTING.md shows how
-each was seen failing).
+its import closure.
+
+Each rule is a function of a project's root that lists what breaks it: the tests at the top apply them to this
+repository, and :func:`test_a_copy_that_breaks_the_rule_fails_it` applies each to a copy of the project with one
+deliberate break, so no rule here can pass whatever the code does.
 """
 
 from __future__ import annotations
 
 import ast
 import fnmatch
-import functools
 import hashlib
 import re
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import yaml
+from architecture import FOLDERS, closure, code_deps, dvc_stages, imports, layer, module_name
 from helpers import REPO
 
-PACKAGE = REPO / "src" / "visionops"
-FOLDERS = {  # folder → (layer rank: higher imports lower, its name); "" is the package's top: the floor
-    "cli": (4, "cli"),
-    "stages": (3, "stage"),
-    "tracking": (2, "service"),
-    "stack": (2, "service"),
-    "training": (1, "building block"),
-    "data": (1, "building block"),
-    "contracts": (0, "floor"),
-    "": (0, "floor"),
-}
 # Imports inside functions (module pattern, target pattern), each with its reason. Anything else fails the test.
 LAZY = {
     ("cli.*", "*"): "every command imports its stage when it runs: `visionops -h` must not import TensorFlow",
@@ -40,216 +34,154 @@ LAZY = {
     ("tracking.serving", "training.model"): "the served model loads Keras when MLflow loads it, not at import",
     ("tracking.record", "__init__"): "the package's folder, shipped with the logged model (code_paths)",
 }
-# What is logged to MLflow does not change a stage's outputs (`visionops log-run` re-logs a run), so the modules that
-# only log are no stage's deps; promote keeps them, as its decision reads the run's tags. Package __init__ files hold
-# a docstring only (test below), so they change nothing either; the top __init__ sets the offline switches.
-LOGGING_ONLY = {"tracking.connection", "tracking.lineage", "tracking.runs", "tracking.record", "tracking.sweeps"}
-KEEPS_LOGGING = {"stages.promote"}
 MAX_LINES = 350
+MUTATORS = ("setdefault", "update", "pop", "popitem", "clear", "__setitem__", "__delitem__")
+REGISTRY_CALLS = re.compile(
+    r"\.(set_registered_model_alias|delete_registered_model_alias|create_model_version|"
+    r"register_model|get_model_version_by_alias|search_model_versions|transition_model_version_stage)\("
+)
 
 
-def module_name(path: Path) -> str:
-    """``src/visionops/stages/train.py`` → ``stages.train``; a package's ``__init__.py`` → its folder's name."""
-    rel = path.relative_to(PACKAGE).with_suffix("")
-    parts = rel.parts[:-1] if rel.name == "__init__" and len(rel.parts) > 1 else rel.parts
-    return ".".join(parts)
+def _package(root: Path) -> Path:
+    return root / "src" / "visionops"
 
 
-def layer(module: str) -> tuple[int, str]:
-    """The (rank, name) of ``module`` from its folder."""
-    folder = module.split(".")[0] if (PACKAGE / module.split(".")[0]).is_dir() else ""
-    return FOLDERS[folder]
+def _modules(root: Path) -> dict[Path, ast.Module]:
+    return {path: ast.parse(path.read_text()) for path in sorted(_package(root).rglob("*.py"))}
 
 
-def _target(module: str, name: str | None) -> str:
-    """The package module ``from visionops.<module> import <name>`` reaches: a submodule when ``name`` is one."""
-    base = module.replace(".", "/")
-    if name and (PACKAGE / base / f"{name}.py").is_file():
-        return f"{module}.{name}" if module else name
-    if name and not module and (PACKAGE / name).is_dir():
-        return name
-    return module or "__init__"
+def unlayered_folders(root: Path) -> list[str]:
+    """Folders of the package that have no layer."""
+    folders = {p.name for p in _package(root).iterdir() if p.is_dir() and p.name != "__pycache__"}
+    return sorted(folders - set(FOLDERS))
 
 
-@functools.cache
-def imports(package: Path = PACKAGE) -> dict[str, dict[str, set[str]]]:
-    """module → {"top": package modules imported at module level, "lazy": those imported inside functions}."""
-    found: dict[str, dict[str, set[str]]] = {}
-    for path in sorted(package.rglob("*.py")):
-        entry = found.setdefault(module_name(path), {"top": set(), "lazy": set()})
-        for node in ast.walk(ast.parse(path.read_text())):
-            targets: set[str] = set()
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "visionops":
-                module = node.module.partition(".")[2]
-                targets = {_target(module, a.name) for a in node.names}
-            elif isinstance(node, ast.Import):
-                targets = {a.name.partition(".")[2] or "__init__" for a in node.names if a.name.startswith("visionops")}
-            targets.discard(module_name(path))
-            if targets:
-                entry["top" if node.col_offset == 0 else "lazy"].update(targets)
-    return found
-
-
-def closure(module: str, graph: dict[str, dict[str, set[str]]]) -> set[str]:
-    """``module`` and every package module it imports, directly or not, at module level or in functions."""
-    seen, todo = set(), [module]
-    while todo:
-        current = todo.pop()
-        if current not in seen:
-            seen.add(current)
-            todo += sorted(graph[current]["top"] | graph[current]["lazy"])
-    return seen
-
-
-def layer_violations(graph: dict[str, dict[str, set[str]]]) -> list[str]:
+def upward_imports(root: Path) -> list[str]:
     """Imports that go up a layer, and stages importing stages."""
-    broken = []
-    for module, found in graph.items():
-        rank, name = layer(module)
+    package, broken = _package(root), []
+    for module, found in imports(package).items():
+        rank, name = layer(module, package)
         for target in found["top"] | found["lazy"]:
-            their_rank, their_name = layer(target)
+            their_rank, their_name = layer(target, package)
             if their_rank > rank or (name == their_name == "stage"):
                 broken.append(f"{module} ({name}) imports {target} ({their_name})")
     return broken
 
 
-def test_every_folder_is_a_layer() -> None:
-    folders = {p.name for p in PACKAGE.iterdir() if p.is_dir() and p.name != "__pycache__"}
-    assert folders == set(FOLDERS) - {""}, "a new folder needs a layer in FOLDERS and in docs/architecture.md"
+def cycles(root: Path) -> list[str]:
+    """Pairs of modules that reach each other through imports."""
+    graph = imports(_package(root))
+    return [
+        f"cycle: {module} ↔ {target}"
+        for module in graph
+        for target in graph[module]["top"] | graph[module]["lazy"]
+        if module != target and module in closure(target, graph)
+    ]
 
 
-def test_imports_go_down_the_layers() -> None:
-    assert layer_violations(imports()) == [], "imports go down the layers; a stage never imports another stage"
-
-
-def test_no_import_cycle() -> None:
-    graph = imports()
-    for module in graph:
-        for target in graph[module]["top"] | graph[module]["lazy"]:
-            assert module not in closure(target, graph) or module == target, f"cycle: {module} ↔ {target}"
-
-
-def test_imports_in_functions_are_listed_with_their_reason() -> None:
-    unlisted = [
+def unlisted_lazy_imports(root: Path) -> list[str]:
+    """Package imports inside functions that :data:`LAZY` does not list."""
+    return [
         f"{module} imports {target} inside a function"
-        for module, found in imports().items()
+        for module, found in imports(_package(root)).items()
         for target in found["lazy"] - found["top"]
         if not any(fnmatch.fnmatch(module, m) and fnmatch.fnmatch(target, t) for m, t in LAZY)
     ]
-    assert unlisted == [], "move the import to the top of the file, or list it in LAZY with the reason"
 
 
-def dvc_stages() -> dict[str, dict]:
-    """dvc.yaml's stages, in order: the one list of stages."""
-    return yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+def deps_drift(root: Path) -> list[str]:
+    """dvc.yaml stages whose code deps are not their module's import closure."""
+    graph, drift = imports(_package(root)), []
+    for stage, spec in dvc_stages(root).items():
+        wanted = code_deps(stage, graph, root)
+        listed = {d for d in spec["deps"] if d.startswith("src/")}
+        if listed != wanted:
+            missing, extra = sorted(wanted - listed), sorted(listed - wanted)
+            drift.append(f"dvc.yaml stage {stage}: missing {missing}, not imported {extra}")
+    return drift
 
 
-def stage_module(stage: dict) -> str:
-    """The package module a dvc.yaml stage's command runs: ``visionops <command> …`` → ``stages.<command>``."""
-    words = stage["cmd"].split()
-    assert words[0] == "visionops", stage["cmd"]
-    return f"stages.{words[1].replace('-', '_')}"
-
-
-def code_deps(stage_name: str, graph: dict[str, dict[str, set[str]]]) -> set[str]:
-    """The files under src/ that dvc.yaml stage ``stage_name`` must list: its module's import closure."""
-    module = stage_module(dvc_stages()[stage_name])
-    wanted = closure(module, graph) - {"__init__"}
-    if module not in KEEPS_LOGGING:
-        wanted -= LOGGING_ONLY
-    paths = set()
-    for m in wanted:
-        path = PACKAGE / (m.replace(".", "/") + ".py")
-        if path.is_file():  # (a folder's __init__ holds a docstring only: test_package_inits_hold_only_a_docstring)
-            paths.add(f"src/visionops/{m.replace('.', '/')}.py")
-    return paths
-
-
-@pytest.mark.parametrize("stage", list(dvc_stages()))
-def test_dvc_deps_of_a_stage_are_its_import_closure(stage: str) -> None:
-    wanted = code_deps(stage, imports())
-    listed = {d for d in dvc_stages()[stage]["deps"] if d.startswith("src/")}
-    assert listed == wanted, (
-        f"dvc.yaml stage {stage}: missing {sorted(wanted - listed)}, not imported {sorted(listed - wanted)}"
-    )
-
-
-def test_package_inits_hold_only_a_docstring() -> None:
-    for path in PACKAGE.glob("*/__init__.py"):
+def busy_inits(root: Path) -> list[str]:
+    """Folder __init__ files holding more than a docstring that says what the layer holds."""
+    found = []
+    for path in _package(root).glob("*/__init__.py"):
         if path.parent.name == "cli":
             continue  # (the CLI's __init__ is its entry point)
-        body = ast.parse(path.read_text()).body
-        assert len(body) == 1 and isinstance(body[0], ast.Expr), f"{path}: a folder's __init__ holds its docstring only"
-        assert len(ast.get_docstring(ast.parse(path.read_text())) or "") > 40, f"{path}: say what the layer holds"
+        tree = ast.parse(path.read_text())
+        only_docstring = len(tree.body) == 1 and isinstance(tree.body[0], ast.Expr)
+        if not only_docstring or len(ast.get_docstring(tree) or "") <= 40:
+            found.append(f"{path.parent.name}/__init__.py")
+    return found
 
 
-def test_modules_stay_short() -> None:
-    long = {
-        str(p.relative_to(PACKAGE)): n
-        for p in PACKAGE.rglob("*.py")
+def long_modules(root: Path) -> list[str]:
+    """Modules over :data:`MAX_LINES` lines."""
+    package = _package(root)
+    return [
+        f"{p.relative_to(package)}: {n} lines"
+        for p in sorted(package.rglob("*.py"))
         if (n := len(p.read_text().splitlines())) > MAX_LINES
-    }
-    assert long == {}, f"split these by responsibility (at most {MAX_LINES} lines a module)"
+    ]
 
 
-MUTATORS = ("setdefault", "update", "pop", "popitem", "clear", "__setitem__", "__delitem__")
+def wide_interfaces(root: Path) -> list[str]:
+    """Public functions and methods taking more than three positional arguments (the CLI's typer commands exempt)."""
+    package, found = _package(root), []
+    for path, tree in _modules(root).items():
+        if path.parent.name == "cli":
+            continue
+        scopes = [tree.body] + [c.body for c in tree.body if isinstance(c, ast.ClassDef)]
+        for node in (n for body in scopes for n in body):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and not node.name.startswith("_"):
+                names = [a.arg for a in node.args.posonlyargs + node.args.args if a.arg not in ("self", "cls")]
+                if len(names) > 3:
+                    found.append(f"{path.relative_to(package)}: {node.name}({', '.join(names)})")
+    return found
 
 
 def _is_environ(node: ast.AST) -> bool:
     return isinstance(node, ast.Attribute) and node.attr == "environ"
 
 
-def environ_writes(tree: ast.Module) -> list[int]:
-    """Lines of module-level statements (run on import) that change os.environ."""
-    found = []
-    for statement in tree.body:
-        if isinstance(statement, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+def environ_changed_on_import(root: Path) -> list[str]:
+    """Module-level statements (run on import) that change os.environ, outside the package's own __init__."""
+    package, found = _package(root), []
+    for path, tree in _modules(root).items():
+        if path == package / "__init__.py":
             continue
-        for node in ast.walk(statement):
-            call = isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-            if call and node.func.attr in MUTATORS and _is_environ(node.func.value):
-                found.append(node.lineno)
-            targets = node.targets if isinstance(node, ast.Assign | ast.Delete) else []
-            if any(isinstance(t, ast.Subscript) and _is_environ(t.value) for t in targets):
-                found.append(node.lineno)
+        for statement in tree.body:
+            if isinstance(statement, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                continue
+            for node in ast.walk(statement):
+                call = isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                targets = node.targets if isinstance(node, ast.Assign | ast.Delete) else []
+                if (call and node.func.attr in MUTATORS and _is_environ(node.func.value)) or any(
+                    isinstance(t, ast.Subscript) and _is_environ(t.value) for t in targets
+                ):
+                    found.append(f"{path.relative_to(package)}:{node.lineno}")
     return found
 
 
-def test_only_the_package_init_changes_the_environment_on_import() -> None:
-    changing = {
-        str(p.relative_to(PACKAGE)): lines
-        for p in PACKAGE.rglob("*.py")
-        if (lines := environ_writes(ast.parse(p.read_text())))
-    }
-    assert set(changing) <= {"__init__.py"}, f"set environment defaults in visionops/__init__.py only: {changing}"
-
-
-def test_only_tracking_talks_to_mlflow_and_nothing_imports_prefect() -> None:
-    mlflow, prefect, registry_calls = [], [], []
-    calls = re.compile(
-        r"\.(set_registered_model_alias|delete_registered_model_alias|create_model_version|"
-        r"register_model|get_model_version_by_alias|search_model_versions|transition_model_version_stage)\("
-    )
-    for path in PACKAGE.rglob("*.py"):
-        module, text = module_name(path), path.read_text()
-        for node in ast.walk(ast.parse(text)):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                names = [node.module]
+def services_outside_their_module(root: Path) -> list[str]:
+    """MLflow imported outside tracking/, Prefect imported anywhere, versions or aliases moved outside the registry."""
+    package, found = _package(root), []
+    for path, tree in _modules(root).items():
+        module = module_name(path, package)
+        for node in ast.walk(tree):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            names += [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
             if any(n.split(".")[0] == "mlflow" for n in names) and not module.startswith("tracking"):
-                mlflow.append(module)
+                found.append(f"{module} imports MLflow")
             if any(n.split(".")[0] == "prefect" for n in names):
-                prefect.append(module)
-        if calls.search(text) and module != "tracking.registry":
-            registry_calls.append(module)
-    assert (mlflow, prefect, registry_calls) == ([], [], []), "MLflow lives in tracking/, aliases in its registry"
+                found.append(f"{module} imports Prefect")
+        if REGISTRY_CALLS.search(path.read_text()) and module != "tracking.registry":
+            found.append(f"{module} moves registry versions or aliases")
+    return found
 
 
-def handed_files() -> set[str]:
+def handed_files(root: Path = REPO) -> set[str]:
     """The file names one dvc.yaml stage writes and another reads: the stages' contracts."""
-    stages = dvc_stages()
+    stages = dvc_stages(root)
     written = {
         out if isinstance(out, str) else next(iter(out))
         for s in stages.values()
@@ -260,32 +192,96 @@ def handed_files() -> set[str]:
     return {Path(p).name for p in written & read}
 
 
-def test_files_handed_between_stages_are_named_only_in_contracts() -> None:
-    """Only visionops.contracts spells a handed file's name: everyone else reads and writes it through its type.
+def handed_files_named_outside_contracts(root: Path) -> list[str]:
+    """String constants spelling a handed file's name outside visionops.contracts (package and flows).
 
     (A name in an f-string or a docstring is not a constant and passes: the rule is about the code that opens files.)
     """
-    names = handed_files()
-    assert {"metrics.json", "split.json", "classes.json", "run.json", "model.keras"} <= names
-    spelled = []
-    for path in [*PACKAGE.rglob("*.py"), *(REPO / "flows").glob("*.py")]:
-        if path.parent == PACKAGE / "contracts":
+    names, spelled = handed_files(root), []
+    for path in [*_package(root).rglob("*.py"), *(root / "flows").glob("*.py")]:
+        if path.parent == _package(root) / "contracts":
             continue
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in names:
-                spelled.append(f"{path.relative_to(REPO)}:{node.lineno}: {node.value!r}")
-    assert spelled == [], "read and write it through its type in visionops.contracts"
+                spelled.append(f"{path.relative_to(root)}:{node.lineno}: {node.value!r}")
+    return spelled
+
+
+def references_outside_the_repository(root: Path) -> list[str]:
+    """Paths the code, the tests or pyproject.toml point a reader at that the project does not hold."""
+    pattern = re.compile(r"(?<![\w/.-])((?:\.\./)+[\w./-]+\.md|(?:docs|tests|benchmarks|deploy|docker)/[\w./-]+\.\w+)")
+    missing = []
+    for path in [*_package(root).rglob("*.py"), root / "pyproject.toml", *(root / "tests").rglob("*.py")]:
+        for ref in pattern.findall(path.read_text()):
+            if ref.startswith("../") or not (root / ref).exists():
+                missing.append(f"{path.relative_to(root)}: {ref}")
+    return missing
+
+
+def stale_lock_entries(root: Path) -> list[str]:
+    """Code deps and params sections whose md5 or value dvc.lock records differently from the files now."""
+    lock = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    stale = []
+    for stage, record in lock.items():
+        for dep in record["deps"]:
+            path = root / dep["path"]
+            code = path.is_file() and dep["path"].startswith(("src/", "flows/"))
+            if code and hashlib.md5(path.read_bytes()).hexdigest() != dep["md5"]:
+                stale.append(f"{stage}: {dep['path']}")
+        for section, recorded in record.get("params", {}).get("params.yaml", {}).items():
+            if params.get(section) != recorded:
+                stale.append(f"{stage}: params.yaml `{section}`")
+    return stale
+
+
+def test_every_folder_is_a_layer() -> None:
+    assert unlayered_folders(REPO) == [], "a new folder needs a layer in FOLDERS and in docs/architecture.md"
+
+
+def test_imports_go_down_the_layers() -> None:
+    assert upward_imports(REPO) == [], "imports go down the layers; a stage never imports another stage"
+
+
+def test_no_import_cycle() -> None:
+    assert cycles(REPO) == []
+
+
+def test_imports_in_functions_are_listed_with_their_reason() -> None:
+    assert unlisted_lazy_imports(REPO) == [], "move the import to the top of the file, or list it in LAZY with why"
+
+
+def test_dvc_deps_of_each_stage_are_its_import_closure() -> None:
+    assert deps_drift(REPO) == []
+
+
+def test_package_inits_hold_only_a_docstring() -> None:
+    assert busy_inits(REPO) == [], "a folder's __init__ holds its docstring only, saying what the layer holds"
+
+
+def test_modules_stay_short() -> None:
+    assert long_modules(REPO) == [], f"split these by responsibility (at most {MAX_LINES} lines a module)"
+
+
+def test_interfaces_are_keyword_only_past_three() -> None:
+    assert wide_interfaces(REPO) == [], "make the parameters past the third keyword-only (`*,`), or pass one object"
+
+
+def test_only_the_package_init_changes_the_environment_on_import() -> None:
+    assert environ_changed_on_import(REPO) == [], "set environment defaults in visionops/__init__.py only"
+
+
+def test_only_tracking_talks_to_mlflow_and_nothing_imports_prefect() -> None:
+    assert services_outside_their_module(REPO) == [], "MLflow lives in tracking/, aliases in tracking/registry.py"
+
+
+def test_files_handed_between_stages_are_named_only_in_contracts() -> None:
+    assert {"metrics.json", "split.json", "classes.json", "run.json", "model.keras"} <= handed_files()
+    assert handed_files_named_outside_contracts(REPO) == [], "read and write it through its type in contracts"
 
 
 def test_references_to_files_name_files_of_the_repository() -> None:
-    """A path the code or its configuration points a reader at exists in the repository (no private design notes)."""
-    pattern = re.compile(r"(?<![\w/.-])((?:\.\./)+[\w./-]+\.md|(?:docs|tests|benchmarks|deploy|docker)/[\w./-]+\.\w+)")
-    missing = []
-    for path in [*PACKAGE.rglob("*.py"), REPO / "pyproject.toml", *(REPO / "tests").rglob("*.py")]:
-        for ref in pattern.findall(path.read_text()):
-            if ref.startswith("../") or not (REPO / ref).exists():
-                missing.append(f"{path.relative_to(REPO)}: {ref}")
-    assert missing == []
+    assert references_outside_the_repository(REPO) == [], "point at files the repository holds (no private notes)"
 
 
 def test_the_committed_dvc_lock_records_the_current_code_and_params() -> None:
@@ -294,18 +290,123 @@ def test_the_committed_dvc_lock_records_the_current_code_and_params() -> None:
     That needs dvc.lock to record the md5 of every committed code dep and the params.yaml sections as they are now;
     checked here in milliseconds, so a code change without a pipeline rerun fails before the half-hour e2e tier.
     """
-    lock = yaml.safe_load((REPO / "dvc.lock").read_text())["stages"]
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    stale = []
-    for stage, record in lock.items():
-        for dep in record["deps"]:
-            path = REPO / dep["path"]
-            code = path.is_file() and dep["path"].startswith(("src/", "flows/"))
-            if code and hashlib.md5(path.read_bytes()).hexdigest() != dep["md5"]:
-                stale.append(f"{stage}: {dep['path']}")
-        for section, recorded in record.get("params", {}).get("params.yaml", {}).items():
-            if params.get(section) != recorded:
-                stale.append(f"{stage}: params.yaml `{section}`")
-    assert stale == [], (
-        f"dvc.lock is stale for {stale}: rerun the pipeline (`./run.sh pipeline`) and commit dvc.lock with the change"
-    )
+    stale = stale_lock_entries(REPO)
+    assert stale == [], f"dvc.lock is stale for {stale}: rerun the pipeline (`./run.sh pipeline`) and commit dvc.lock"
+
+
+def _append(path: str, text: str) -> Callable[[Path], None]:
+    return lambda root: (root / path).write_text((root / path).read_text() + text)
+
+
+def _add_folder(root: Path) -> None:
+    (root / "src/visionops/helpers").mkdir()
+    (root / "src/visionops/helpers/__init__.py").write_text('"""Helpers of every kind, in no layer at all."""\n')
+
+
+def _drop_dep(root: Path) -> None:
+    dvc = root / "dvc.yaml"
+    dvc.write_text(dvc.read_text().replace("      - src/visionops/data/preprocess.py\n", "", 1))
+
+
+def _change_param(root: Path) -> None:
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["train"]["seed"] += 1
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+
+
+ELSEWHERE = "/".join(("..", "notes", "DESIGN.md"))  # (spelled apart: this file itself keeps the rule)
+
+# rule → (what breaks it, the edit, what the rule must then report); each edit is a realistic slip.
+BREAKS: list[tuple[Callable[[Path], list[str]], str, Callable[[Path], None], str]] = [
+    (unlayered_folders, "a folder without a layer", _add_folder, "helpers"),
+    (
+        upward_imports,
+        "a building block importing a service",
+        _append("src/visionops/training/scoring.py", "from visionops.tracking import runs\n"),
+        "training.scoring (building block) imports tracking.runs (service)",
+    ),
+    (
+        upward_imports,
+        "a stage importing a stage",
+        _append("src/visionops/stages/evaluate.py", "from visionops.stages import train\n"),
+        "stages.evaluate (stage) imports stages.train (stage)",
+    ),
+    (
+        cycles,
+        "two floor modules importing each other",
+        _append("src/visionops/errors.py", "from visionops import files\n"),
+        "errors",
+    ),
+    (
+        unlisted_lazy_imports,
+        "an import hidden in a function",
+        _append("src/visionops/training/head.py", "def _late():\n    from visionops.data import sample\n"),
+        "training.head imports data.sample inside a function",
+    ),
+    (deps_drift, "a dep left out of dvc.yaml", _drop_dep, "missing ['src/visionops/data/preprocess.py']"),
+    (busy_inits, "code in a folder's __init__", _append("src/visionops/data/__init__.py", "LIMIT = 3\n"), "data/"),
+    (
+        long_modules,
+        "a module past 350 lines",
+        _append("src/visionops/training/head.py", "# …\n" * MAX_LINES),
+        "training/head.py",
+    ),
+    (
+        wide_interfaces,
+        "four positional parameters",
+        _append("src/visionops/data/probe.py", "def crop(image, top, left, size):\n    return image\n"),
+        "crop(image, top, left, size)",
+    ),
+    (
+        environ_changed_on_import,
+        "an environment default set on import",
+        _append("src/visionops/training/lite.py", "import os\nos.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')\n"),
+        "training/lite.py",
+    ),
+    (
+        services_outside_their_module,
+        "MLflow imported by a building block",
+        _append("src/visionops/training/scoring.py", "import mlflow\n"),
+        "training.scoring imports MLflow",
+    ),
+    (
+        services_outside_their_module,
+        "an alias moved by a stage",
+        _append("src/visionops/stages/promote.py", "def _x(c):\n    c.set_registered_model_alias('m', 'a', '1')\n"),
+        "stages.promote moves registry versions or aliases",
+    ),
+    (
+        handed_files_named_outside_contracts,
+        "a stage file read raw",
+        _append("src/visionops/stages/promote.py", "def _raw(d):\n    return (d / 'metrics.json').read_text()\n"),
+        "'metrics.json'",
+    ),
+    (
+        references_outside_the_repository,
+        "a pointer at a private note",
+        _append("src/visionops/config.py", f"# see {ELSEWHERE}\n"),
+        ELSEWHERE,
+    ),
+    (
+        stale_lock_entries,
+        "code changed without a pipeline rerun",
+        _append("src/visionops/stages/train.py", "\n"),
+        "train: src/visionops/stages/train.py",
+    ),
+    (stale_lock_entries, "a param changed without a rerun", _change_param, "train: params.yaml `train`"),
+]
+
+
+@pytest.mark.parametrize(("rule", "what", "edit", "reported"), BREAKS, ids=[b[1] for b in BREAKS])
+def test_a_copy_that_breaks_the_rule_fails_it(
+    rule: Callable[[Path], list[str]], what: str, edit: Callable[[Path], None], reported: str, tmp_path: Path
+) -> None:
+    for name in ("src", "flows", "tests", "docs", "benchmarks", "deploy", "docker"):
+        shutil.copytree(REPO / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for name in ("dvc.yaml", "dvc.lock", "params.yaml", "pyproject.toml"):
+        shutil.copy(REPO / name, tmp_path / name)
+    assert rule(tmp_path) == [], "the untouched copy keeps the rule"
+    edit(tmp_path)
+    imports.cache_clear()  # (the graph of the untouched copy)
+    found = rule(tmp_path)
+    assert any(reported in line for line in found), f"{rule.__name__} missed {what}: {found}"

@@ -10,7 +10,7 @@ import pytest
 
 from visionops.contracts.data import SplitInfo
 from visionops.contracts.model import ModelInfo, RunInfo, is_model_uri
-from visionops.contracts.results import Promotion
+from visionops.contracts.results import Promotion, TestMetrics
 from visionops.errors import UserError
 from visionops.interfaces import ClassMismatchError, check_labels, check_outputs, mismatch
 
@@ -66,25 +66,25 @@ def test_input_size_and_preprocessing() -> None:
 
 def test_labels_the_model_does_not_know_are_refused_with_both_sets() -> None:
     with pytest.raises(ClassMismatchError) as caught:
-        check_labels(["circle", "cat"], SHAPES, "model artifacts/train", "the test split artifacts/split/test.csv")
+        check_labels(["circle", "cat"], SHAPES, "model artifacts/train", data="the test split artifacts/split/test.csv")
     message = str(caught.value)
     assert isinstance(caught.value, UserError)
     assert "trained on classes [circle, square, star, triangle]" in message
     assert "labelled [cat, circle]: [cat] are unknown to it" in message and "dvc repro train" in message
-    check_labels(["circle", "star"], SHAPES, "m", "d")  # a partial test set is fine
-    check_labels(["anything"], _with(task="orientation"), "m", "d")  # rotations are made from any image
+    check_labels(["circle", "star"], SHAPES, "m", data="d")  # a partial test set is fine
+    check_labels(["anything"], _with(task="orientation"), "m", data="d")  # rotations are made from any image
 
 
 def test_a_class_list_that_does_not_fit_the_model_is_refused() -> None:
-    check_outputs(4, 48, SHAPES, "artifacts/train")
+    check_outputs(4, 48, SHAPES, source="artifacts/train")
     with pytest.raises(
         ClassMismatchError,
         match=r"outputs 10 classes at 48 px, but the class list stored with it "
         r"names 4 \[circle",
     ):
-        check_outputs(10, 48, SHAPES, "artifacts/train")
+        check_outputs(10, 48, SHAPES, source="artifacts/train")
     with pytest.raises(ClassMismatchError, match="at 64 px"):
-        check_outputs(4, 64, SHAPES, "artifacts/train")
+        check_outputs(4, 64, SHAPES, source="artifacts/train")
 
 
 def test_model_info_round_trips_and_ignores_keys_it_does_not_know(tmp_path: Path) -> None:
@@ -109,3 +109,13 @@ def test_a_missing_contract_file_names_the_stage_to_run(tmp_path: Path) -> None:
 def test_model_uris_are_told_from_paths() -> None:
     assert is_model_uri("models:/shapes@champion") and is_model_uri("runs:/abc/model")
     assert not is_model_uri("artifacts/train") and not is_model_uri(Path("models/model.keras"))
+
+
+def test_a_metrics_file_missing_a_metric_names_the_file_and_what_it_lacks(tmp_path: Path) -> None:
+    (tmp_path / "metrics.json").write_text('{"accuracy": 0.5, "split_id": "abc"}')
+    with pytest.raises(UserError) as raised:
+        TestMetrics.read(tmp_path)
+    assert str(raised.value) == (
+        f"{tmp_path / 'metrics.json'}: metrics.json lacks macro_f1, roc_auc_ovr, ece, examples: "
+        "rerun evaluate (`dvc repro -f evaluate`)"
+    )

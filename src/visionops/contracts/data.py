@@ -48,8 +48,13 @@ def read_split(split_dir: Path) -> tuple[dict[str, pd.DataFrame], SplitInfo]:
         FileNotFoundError: the split stage has not run.
     """
     info = SplitInfo.read(split_dir)
-    lists = {s: pd.read_csv(Path(split_dir) / f"{s}.csv", dtype=str, keep_default_na=False) for s in SPLITS}
+    lists = {s: pd.read_csv(split_list(split_dir, s), dtype=str, keep_default_na=False) for s in SPLITS}
     return lists, info
+
+
+def split_list(split_dir: Path, side: str) -> Path:
+    """The file listing the ``side`` (train, val or test) split's images: what messages point a user at."""
+    return Path(split_dir) / f"{side}.csv"
 
 
 def write_split_lists(split_dir: Path, lists: dict[str, pd.DataFrame]) -> dict[str, str]:
@@ -57,7 +62,7 @@ def write_split_lists(split_dir: Path, lists: dict[str, pd.DataFrame]) -> dict[s
     hashes = {}
     for side in SPLITS:
         text = csv_text(lists[side])
-        atomic_write_text(Path(split_dir) / f"{side}.csv", text)
+        atomic_write_text(split_list(split_dir, side), text)
         hashes[f"{side}.csv"] = sha256_bytes(text.encode("utf-8"))
     return hashes
 

@@ -10,6 +10,7 @@ import pandas as pd
 from pydantic import BaseModel
 
 from visionops.contracts.base import csv_text, dump, known_fields, read_json
+from visionops.errors import UserError
 from visionops.files import atomic_write_text, write_json
 
 RESOLVED_FILE = "params.json"
@@ -95,13 +96,16 @@ class TestMetrics:
     holdout: dict[str, Any] | None = None
 
     FILE = "metrics.json"
+    REQUIRED = ("accuracy", "macro_f1", "roc_auc_ovr", "ece", "examples", "split_id")
     __test__ = False  # (a name pytest would otherwise collect)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TestMetrics:
         """From metrics.json's layout (or scoring's dict of the same keys)."""
         top = {int(k.split("_")[1]): float(v) for k, v in values.items() if k.startswith("top_") and v is not None}
-        known = {k: values[k] for k in ("accuracy", "macro_f1", "roc_auc_ovr", "ece", "examples", "split_id")}
+        known = {k: values[k] for k in cls.REQUIRED if k in values}
+        if missing := [k for k in cls.REQUIRED if k not in known]:
+            raise ValueError(f"{cls.FILE} lacks {', '.join(missing)}: rerun evaluate (`dvc repro -f evaluate`)")
         return cls(**known, top_k_accuracy=top, holdout=values.get("holdout"))
 
     def to_dict(self) -> dict[str, Any]:
@@ -128,8 +132,13 @@ class TestMetrics:
 
         Raises:
             FileNotFoundError: evaluate has not run.
+            UserError: the file lacks a metric (written by hand, or by another program), naming the file.
         """
-        return cls.from_dict(read_json(Path(folder) / cls.FILE, "evaluate"))
+        path = Path(folder) / cls.FILE
+        try:
+            return cls.from_dict(read_json(path, "evaluate"))
+        except ValueError as error:
+            raise UserError(f"{path}: {error}") from None
 
     @classmethod
     def present(cls, folder: Path) -> bool:

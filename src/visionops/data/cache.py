@@ -2,7 +2,7 @@
 
 Decoding (visionops.data.preprocess: OpenCV, EXIF orientation applied, grey / RGBA / 16-bit / CMYK turned into 8-bit
 RGB) happens once per image, into a square slightly larger than the training size: an array in memory, or a .npy file on
-disk that is memory-mapped and that later runs reuse. ``train.cache: auto`` keeps memory while the images fit a share
+disk that is memory-mapped and that later runs reuse. ``runtime.cache: auto`` keeps memory while the images fit a share
 of the available memory. A single pass over a set (scoring) needs no cache: :class:`DecodedOnAccess` decodes each image
 when a batch asks for it, so scoring's memory does not grow with the number of images.
 """
@@ -58,8 +58,8 @@ def memory_cache_limit(side: int) -> int:
     return int(MEMORY_SHARE * available_memory()) // (side * side * 3)
 
 
-def cache_dir_for(mode: str, count: int, side: int, disk_dir: Path) -> Path | None:
-    """The ``cache_dir`` of :func:`cache_images` for ``train.cache`` (memory, disk or auto) and ``count`` images.
+def cache_dir_for(mode: str, count: int, side: int, *, disk_dir: Path) -> Path | None:
+    """The ``cache_dir`` of :func:`cache_images` for ``runtime.cache`` (memory, disk or auto) and ``count`` images.
 
     ``auto`` takes memory while the images fit :func:`memory_cache_limit`, the disk otherwise, and logs its choice.
     Both hold the same bytes, so the choice never changes a result.
@@ -67,7 +67,7 @@ def cache_dir_for(mode: str, count: int, side: int, disk_dir: Path) -> Path | No
     if mode == "auto":
         limit = memory_cache_limit(side)
         mode = "memory" if count <= limit else "disk"
-        log.info("train.cache=auto: %s (%d images of %d px; memory holds up to %d)", mode, count, side, limit)
+        log.info("runtime.cache=auto: %s (%d images of %d px; memory holds up to %d)", mode, count, side, limit)
     return None if mode == "memory" else Path(disk_dir)
 
 
@@ -80,7 +80,7 @@ def _decoded(paths: Sequence[Path], side: int, workers: int) -> Iterator[tuple[i
             yield start, np.stack(list(pool.map(load, paths[start : start + CHUNK])))
 
 
-def cache_images(paths: Sequence[Path], side: int, cache_dir: Path | None = None, workers: int = 2) -> np.ndarray:
+def cache_images(paths: Sequence[Path], side: int, cache_dir: Path | None = None, *, workers: int = 2) -> np.ndarray:
     """Decode ``paths`` once into an (N, side, side, 3) uint8 array.
 
     Args:
@@ -126,8 +126,8 @@ def _fill(target: Path, paths: Sequence[Path], side: int, shape: tuple[int, ...]
     descr = np.lib.format.dtype_to_descr(np.dtype(np.uint8))
     np.lib.format.write_array_header_1_0(header, {"descr": descr, "fortran_order": False, "shape": shape})
     size = len(header.getvalue()) + int(np.prod(shape))
-    then = "or set `train.cache: memory` if the images fit in memory. Nothing half-written was kept: run it again"
-    with disk_room(Path(target).parent, size, "the disk cache (train.cache: disk)", then):
+    then = "or set `runtime.cache: memory` if the images fit in memory. Nothing half-written was kept: run it again"
+    with disk_room(Path(target).parent, size, "the disk cache (runtime.cache: disk)", then):
         with atomic_path(target) as tmp, tmp.open("wb") as f:
             f.write(header.getvalue())
             crc = zlib.crc32(header.getvalue())

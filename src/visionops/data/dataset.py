@@ -39,7 +39,7 @@ def examples(labels: Sequence[int], task: str) -> tuple[np.ndarray, np.ndarray, 
 
 
 def random_resized_crop(
-    image: np.ndarray, size: int, scale: tuple[float, float], rng: np.random.Generator, ratio: float = 4 / 3
+    image: np.ndarray, size: int, scale: tuple[float, float], *, rng: np.random.Generator, ratio: float = 4 / 3
 ) -> np.ndarray:
     """A random window of ``scale`` × the image's area and aspect ratio within [1/ratio, ratio], resized to ``size``.
 
@@ -128,7 +128,7 @@ class Batches(keras.utils.PyDataset):
         """Example ``j`` as an RGB uint8 array of the training size (cropped, rotated, not yet augmented)."""
         image = self.images[self.index[j]]
         if rng is not None and self.rotation[j] == 0 and self.crop_scale is not None:
-            image = random_resized_crop(image, self.size, self.crop_scale, rng)
+            image = random_resized_crop(image, self.size, self.crop_scale, rng=rng)
         elif rng is not None and self.rotation[j] == 0 and image.shape[0] > self.size:
             top, left = rng.integers(0, image.shape[0] - self.size + 1, size=2)
             image = image[top : top + self.size, left : left + self.size]

@@ -115,7 +115,7 @@ def center_crop(image: np.ndarray, size: int) -> np.ndarray:
     return image[top : top + size, left : left + size]
 
 
-def model_input(data: bytes, resize_side: int, image_size: int, source: str = "<bytes>") -> np.ndarray:
+def model_input(data: bytes, resize_side: int, image_size: int, *, source: str = "<bytes>") -> np.ndarray:
     """Encoded image bytes → the (image_size, image_size, 3) float32 array in 0–255 the model takes.
 
     Raises:

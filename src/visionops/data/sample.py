@@ -60,7 +60,7 @@ def _star(img, center, radius, color, angle):
 SHAPES: dict[str, Draw] = {"circle": _circle, "square": _square, "triangle": _triangle, "star": _star}
 
 
-def render_scene(shape: str, size: int, rng: np.random.Generator, height: int | None = None) -> np.ndarray:
+def render_scene(shape: str, size: int, rng: np.random.Generator, *, height: int | None = None) -> np.ndarray:
     """Draw one upright scene with ``shape`` on it: a BGR uint8 array ``size`` wide, ``height`` (or ``size``) high."""
     width, height = size, height or size
     short = min(width, height)  # sun and shape scale with it: the same draws as ever for squares (data.dvc's sample)
@@ -89,7 +89,7 @@ def _write_scene(job: tuple[int, str, int], out_dir: Path, size: int, height: in
     """Render and write image ``i`` of class ``shape`` (``job`` = class index, shape, i); its path."""
     class_index, shape, i = job
     rng = np.random.default_rng([seed, class_index, i])
-    ok, encoded = cv2.imencode(".jpg", render_scene(shape, size, rng, height), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    ok, encoded = cv2.imencode(".jpg", render_scene(shape, size, rng, height=height), [cv2.IMWRITE_JPEG_QUALITY, 90])
     assert ok, "OpenCV failed to encode a JPEG"
     path = out_dir / shape / f"{shape}_{i:04d}.jpg"
     atomic_write_bytes(path, encoded.tobytes())
@@ -97,7 +97,7 @@ def _write_scene(job: tuple[int, str, int], out_dir: Path, size: int, height: in
 
 
 def generate_sample(
-    out_dir: Path, per_class: int = 200, size: int = 96, seed: int = 0, height: int | None = None, workers: int = 1
+    out_dir: Path, per_class: int = 200, size: int = 96, *, seed: int = 0, height: int | None = None, workers: int = 1
 ) -> list[Path]:
     """Write ``per_class`` JPEG scenes for each shape class into ``out_dir/<class>/``.
 

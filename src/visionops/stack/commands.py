@@ -18,7 +18,7 @@ from visionops.stack.supervisor import (
 )
 
 
-def execute(stack: Stack, command: list[str], check: bool = True, quiet: bool = False) -> int:
+def execute(stack: Stack, command: list[str], check: bool = True, *, quiet: bool = False) -> int:
     """Run ``command`` with the stack's environment (its Prefect API and home, its MLflow server); its exit code.
 
     ``./run.sh prefect ...`` and ``./run.sh sweep ...`` run this way, so they reach the stack with nothing exported.
@@ -41,9 +41,9 @@ def execute(stack: Stack, command: list[str], check: bool = True, quiet: bool = 
     return done.returncode
 
 
-def prefect(stack: Stack, args: list[str], check: bool = True, quiet: bool = False) -> int:
+def prefect(stack: Stack, args: list[str], check: bool = True, *, quiet: bool = False) -> int:
     """The prefect CLI against the stack's server (see :func:`execute`)."""
-    return execute(stack, [str(Path(sys.executable).parent / "prefect"), *args], check, quiet)
+    return execute(stack, [str(Path(sys.executable).parent / "prefect"), *args], check, quiet=quiet)
 
 
 def _git(root: Path, *args: str) -> str:

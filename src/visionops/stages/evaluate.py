@@ -83,7 +83,7 @@ def evaluate(
     )
     if params.holdout_dir:
         files, names = holdout_files(Path(params.holdout_dir))
-        check_labels(names, info, f"model {model_ref}", f"evaluate.holdout_dir {params.holdout_dir}")
+        check_labels(names, info, f"model {model_ref}", data=f"evaluate.holdout_dir {params.holdout_dir}")
         rel = [p.relative_to(params.holdout_dir).as_posix() for p in files]
         holdout = LabelledSet(files, rel, names, f"hold-out {params.holdout_dir}")
         metrics["holdout"] = score_set(

@@ -118,7 +118,7 @@ class Export:
     warnings: list[str] = field(default_factory=list)
 
 
-def export(model_dir: Path | str, data_dir: Path, split_dir: Path, out_dir: Path) -> Export:
+def export(model_dir: Path | str, data_dir: Path, split_dir: Path, *, out_dir: Path) -> Export:
     """Run the export stage.
 
     Args:
@@ -135,7 +135,7 @@ def export(model_dir: Path | str, data_dir: Path, split_dir: Path, out_dir: Path
         model, info = load_trained(path, known)
     test = read_split(split_dir)[0]["test"].head(CHECK_IMAGES)
     side, size = info.resize_side, info.image_size
-    batch = np.stack([model_input((data_dir / p).read_bytes(), side, size, p) for p in test["path"]])
+    batch = np.stack([model_input((data_dir / p).read_bytes(), side, size, source=p) for p in test["path"]])
     reference = model.predict(batch, verbose=0)
 
     saved, staging = out_dir / "saved_model", out_dir / ".saved_model.tmp"

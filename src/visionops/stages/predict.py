@@ -21,7 +21,7 @@ FILE = "predictions.csv"
 
 
 def predict(
-    model_ref: Path | str, source: Path, out_dir: Path | None = None, top_k: int = 3, batch_size: int = 64
+    model_ref: Path | str, source: Path, out_dir: Path | None = None, *, top_k: int = 3, batch_size: int = 64
 ) -> pd.DataFrame:
     """Predict every image under ``source``; files that cannot be decoded get an ``error`` instead.
 
@@ -47,7 +47,7 @@ def predict(
         for file in files[start : start + batch_size]:
             row = {"path": str(file), "error": ""}
             try:
-                arrays.append(model_input(file.read_bytes(), info.resize_side, info.image_size, str(file)))
+                arrays.append(model_input(file.read_bytes(), info.resize_side, info.image_size, source=str(file)))
                 ok_rows.append(row)
             except (ValueError, OSError) as err:
                 row["error"] = str(err)

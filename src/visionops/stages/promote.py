@@ -41,7 +41,7 @@ class Decision:
 
 
 def decide(
-    candidate: float, champion: float | None, params: PromoteParams, pretrained: bool, champion_version: str = ""
+    candidate: float, champion: float | None, params: PromoteParams, *, pretrained: bool, champion_version: str = ""
 ) -> Decision:
     """The promotion rule, as a pure function of the two scores (on the same test split) and the floors."""
     metric, better = params.metric, params.higher_is_better
@@ -91,7 +91,7 @@ def _champion_score(
     metrics = TestMetrics.from_dict(scored)
     metrics.write(reports)  # beside its predictions and confusion matrix, as evaluate's are
     numbers = {registry.score_tag(split_id, k): str(v) for k, v in metrics.numbers().items()}
-    registry.tag_version(client, name, champion.version, numbers)
+    registry.tag_version(client, name, champion.version, tags=numbers)
     score = metrics.value(metric)
     if score is None:
         raise ConfigError(f"promote.metric: champion v{champion.version} re-scored without {metric!r}")
@@ -146,8 +146,8 @@ def promote(
         client,
         p.registered_model,
         run_id,
-        run_tags[record.MODEL_URI_TAG],
-        registry.version_tags(metrics.numbers(), split_id, run_tags),
+        model_uri=run_tags[record.MODEL_URI_TAG],
+        tags=registry.version_tags(metrics.numbers(), split_id, run_tags),
     )
     with registry.registry_lock(client, p.registered_model, params.runtime.lock_timeout_s):
         version = registry.get_version(client, p.registered_model, registered.version)
@@ -163,15 +163,17 @@ def promote(
         modelcard.facts(artifacts),
         p.registered_model,
         result.version,
-        {
+        run={
             **run_tags,
             "run_id": run_id,
             "run_name": run_tags.get("mlflow.runName", run_id),
             "model_uri": run_tags[record.MODEL_URI_TAG],
         },
-        result,
+        decision=result,
     )
-    registry.publish_card(client, p.registered_model, result.version, run_tags[record.MODEL_URI_TAG], card)
+    registry.publish_card(
+        client, p.registered_model, result.version, model_uri=run_tags[record.MODEL_URI_TAG], card=card
+    )
     atomic_write_text(Path(out_dir) / "model_card.md", card)
     result.write(out_dir)
     return result
@@ -201,7 +203,7 @@ def _decide_and_apply(
     client, params: Params, version, candidate: Candidate, data_dir: Path, split_dir: Path, out_dir: Path
 ) -> Promotion:
     p, name, score = params.promote, params.promote.registered_model, candidate.score
-    registry.set_alias(client, name, CHALLENGER, version.version)
+    registry.set_alias(client, name, CHALLENGER, number=version.version)
     champion = registry.version_by_alias(client, name, CHAMPION)
     pretrained = candidate.run_tags.get("weights.used") in ("imagenet", "file")
     tags = {"decision.metric": p.metric, "decision.at": registry.utc_now()}
@@ -209,7 +211,7 @@ def _decide_and_apply(
     if champion is not None:
         tags["decision.compared_with"] = str(champion.version)
     if champion is not None and candidate.replace is not None:  # a person decided: floors only, the why is kept
-        floors = decide(score, None, p, pretrained)
+        floors = decide(score, None, p, pretrained=pretrained)
         reason = f"replaces champion v{champion.version} uncompared (--replace-champion: {candidate.replace})"
         reason += f"; {unlike}" if unlike else ""
         decision = Decision(floors.action, reason if floors.action == "promoted" else floors.reason)
@@ -229,14 +231,16 @@ def _decide_and_apply(
             tags.update(
                 {"decision.champion_score": str(champion_score), "decision.champion_rescored": str(rescored).lower()}
             )
-        decision = decide(score, champion_score, p, pretrained, champion.version if champion else "")
+        decision = decide(
+            score, champion_score, p, pretrained=pretrained, champion_version=champion.version if champion else ""
+        )
     tags.update({"decision": decision.action, "decision.reason": decision.reason})
     if decision.action == "promoted":
         if champion is not None:
             tags["previous_champion"] = str(champion.version)  # the chain `visionops rollback` walks back
-            registry.set_alias(client, name, PREVIOUS_CHAMPION, champion.version)
-        registry.set_alias(client, name, CHAMPION, version.version)
-    registry.tag_version(client, name, version.version, tags)
+            registry.set_alias(client, name, PREVIOUS_CHAMPION, number=champion.version)
+        registry.set_alias(client, name, CHAMPION, number=version.version)
+    registry.tag_version(client, name, version.version, tags=tags)
     return _result(p, version, score, tags, already=False)
 
 

@@ -69,7 +69,7 @@ def check_rows(usable: pd.DataFrame, manifest_csv: Path, data_dir: Path) -> None
             )
 
 
-def split(manifest_csv: Path, params: SplitParams, out_dir: Path, data_dir: Path = Path("data")) -> SplitInfo:
+def split(manifest_csv: Path, params: SplitParams, out_dir: Path, *, data_dir: Path = Path("data")) -> SplitInfo:
     """Run the split stage over the usable rows of the validate stage's manifest.
 
     Args:

@@ -121,7 +121,7 @@ def train(
             batchnorm_frozen=frozen_bn,
             **device,
         )
-        model = build_model(backbone, len(info.classes), t.dropout, frozen_bn)  # (2)
+        model = build_model(backbone, len(info.classes), t.dropout, freeze_batchnorm=frozen_bn)  # (2)
         head = head_model(model)
         if not frozen_bn:
             sync_batchnorm(model, strategy)
@@ -141,7 +141,7 @@ def train(
             batch_size=global_batch_size(t.batch_size, strategy),
             cache_root=out_dir.parent / ".cache",
         )
-        resume = resume_dir(out_dir, t, params.augment, split.split_id)
+        resume = resume_dir(out_dir, t, params.augment, split_id=split.split_id)
         with worker_dirs(out_dir, resume, topology) as (write_dir, resume):
             _write_preview(write_dir, images)
             fitting = StageFitting(model, resume, write_dir, t, frozen_bn, device["xla"], on_epoch)
@@ -197,7 +197,7 @@ def _write_outputs(
     return merged
 
 
-def train_tracked(params: Params, data_dir: Path, split_dir: Path, out_dir: Path) -> TrainResult:
+def train_tracked(params: Params, data_dir: Path, split_dir: Path, *, out_dir: Path) -> TrainResult:
     """The train stage as ``dvc repro`` runs it: :func:`train`, logged as one MLflow run.
 
     The tracking server is checked first (before TensorFlow is imported), so an outage stops nothing but this
@@ -213,8 +213,8 @@ def train_tracked(params: Params, data_dir: Path, split_dir: Path, out_dir: Path
     client = connection.connect(consequence="nothing was trained: rerun `visionops train` once it answers")
     t = params.train
     name = params.tracking.run_name or lineage.default_run_name(t, split_dir)
-    resume = resume_dir(Path(out_dir), t, params.augment, SplitInfo.read(split_dir).split_id) / "mlflow_run_id"
-    run = runs.start_run(client, params.tracking.experiment, name, {"stage": "train"}, resume)
+    resume = resume_dir(Path(out_dir), t, params.augment, split_id=SplitInfo.read(split_dir).split_id) / "mlflow_run_id"
+    run = runs.start_run(client, params.tracking.experiment, name, tags={"stage": "train"}, resume_file=resume)
     try:
         with runs.system_metrics(run.run_id):
             live = runs.live_metrics(client, run.run_id)
@@ -226,7 +226,9 @@ def train_tracked(params: Params, data_dir: Path, split_dir: Path, out_dir: Path
     run.write(out_dir)
 
     def log() -> None:
-        record.log_training(client, run.run_id, params, project_root(), Path(out_dir), Path(split_dir))
+        record.log_training(
+            client, run.run_id, params, root=project_root(), train_dir=Path(out_dir), split_dir=Path(split_dir)
+        )
 
     warning = runs.logged_or_warning("the training", log)
     return replace(result, run=run, warnings=[warning] if warning else [])

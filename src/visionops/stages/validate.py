@@ -161,7 +161,7 @@ def _reason(row: dict, failures: list[Failure]) -> str:
     return "; ".join(parts)
 
 
-def validate(data_dir: Path, params: ValidateParams, out_dir: Path, workers: int | None = None) -> ValidationReport:
+def validate(data_dir: Path, params: ValidateParams, out_dir: Path, *, workers: int | None = None) -> ValidationReport:
     """Run the validate stage.
 
     Args:

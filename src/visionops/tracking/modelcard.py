@@ -54,7 +54,7 @@ def _limits(f: dict) -> list[str]:
     return limits
 
 
-def render(f: dict, name: str, version: str, run: dict, decision: Promotion) -> str:
+def render(f: dict, name: str, version: str, *, run: dict, decision: Promotion) -> str:
     """The card as markdown.
 
     Args:

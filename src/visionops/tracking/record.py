@@ -51,12 +51,12 @@ def flatten(value: Any, prefix: str = "") -> dict[str, str]:
     return out
 
 
-def epoch_metric(key: str, value: float, step: int, start: int) -> Metric:
+def epoch_metric(key: str, value: float, step: int, *, start: int) -> Metric:
     """One epoch's point: step = the epoch on the run's one axis, timestamp derived from it (not the clock)."""
     return Metric(key, float(value), start + step * 1000, step)
 
 
-def log_params_and_history(client: MlflowClient, run_id: str, params: Params, history: pd.DataFrame) -> None:
+def log_params_and_history(client: MlflowClient, run_id: str, params: Params, *, history: pd.DataFrame) -> None:
     """All resolved params, then every epoch's metrics on one step axis that the run does not hold yet.
 
     Epochs logged live (:func:`live_metrics`) are skipped, so after an outage only the missing points are added and
@@ -68,7 +68,7 @@ def log_params_and_history(client: MlflowClient, run_id: str, params: Params, hi
     columns = [c for c in history.columns if c != "epoch"]
     logged = {c: {m.step for m in client.get_metric_history(run_id, c)} for c in columns}
     metrics = [
-        epoch_metric(column, row[column], int(row["epoch"]), start)
+        epoch_metric(column, row[column], int(row["epoch"]), start=start)
         for row in history.to_dict("records")
         for column in columns
         if pd.notna(row[column]) and int(row["epoch"]) not in logged[column]
@@ -110,7 +110,7 @@ def _log_inputs(datasets: list[Dataset | None], contexts: list[str | None], atte
 
 
 def log_training(
-    client: MlflowClient, run_id: str, params: Params, root: Path, train_dir: Path, split_dir: Path
+    client: MlflowClient, run_id: str, params: Params, *, root: Path, train_dir: Path, split_dir: Path
 ) -> str:
     """Log a finished training from the train and split stages' folders (and validate/ beside split's).
 
@@ -134,7 +134,7 @@ def log_training(
     validate_dir = split_dir.parent / "validate"
     check_model_file(model_file(train_dir))  # first: nothing is logged for a run whose model is damaged
     history = pd.read_csv(train_dir / "history.csv")
-    log_params_and_history(client, run_id, params, history)
+    log_params_and_history(client, run_id, params, history=history)
     tags = lineage(root, split_dir)
     weights = WeightsUsed.read(train_dir)
     info = ModelInfo.read(train_dir)

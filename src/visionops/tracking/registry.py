@@ -91,7 +91,7 @@ def local_model(ref: Path | str) -> Iterator[tuple[Path, ModelInfo | None]]:
         yield next(local.rglob("*.keras")), info
 
 
-def publish_card(client: MlflowClient, name: str, version: str, model_uri: str, card: str) -> None:
+def publish_card(client: MlflowClient, name: str, version: str, *, model_uri: str, card: str) -> None:
     """Make ``card`` (markdown) the description of version ``version`` and log it with its model (model_card.md)."""
     client.update_model_version(name, version, description=card)
     with tempfile.TemporaryDirectory(prefix="visionops-card-") as tmp:
@@ -127,7 +127,7 @@ def score_tag(split_id: str, metric: str) -> str:
     return f"score.{split_id[:16]}.{metric}"
 
 
-def register_version(client: MlflowClient, name: str, run_id: str, model_uri: str, tags: dict[str, str]):
+def register_version(client: MlflowClient, name: str, run_id: str, *, model_uri: str, tags: dict[str, str]):
     """The registry version of the run's model: created on first call, found again on later ones (idempotent)."""
     found = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
     if found:
@@ -159,7 +159,7 @@ def list_versions(client: MlflowClient, name: str) -> list[tuple[Any, list[str]]
 
 
 @contextlib.contextmanager
-def registry_lock(client: MlflowClient, name: str, stale_after_s: float, poll_s: float = 0.5):
+def registry_lock(client: MlflowClient, name: str, stale_after_s: float, *, poll_s: float = 0.5):
     """Hold the promotion lock of registered model ``name`` while deciding and moving aliases.
 
     The lock is the registered model ``<name>.lock``: creating a registered model is the one atomic
@@ -204,7 +204,7 @@ def get_version(client: MlflowClient, name: str, number: str | int):
     return client.get_model_version(name, str(number))
 
 
-def set_alias(client: MlflowClient, name: str, alias: str, number: str | int | None) -> None:
+def set_alias(client: MlflowClient, name: str, alias: str, *, number: str | int | None) -> None:
     """Point ``alias`` at version ``number``; None removes the alias."""
     if number is None:
         with contextlib.suppress(mlflow.exceptions.MlflowException):  # (already absent)
@@ -213,7 +213,7 @@ def set_alias(client: MlflowClient, name: str, alias: str, number: str | int | N
         client.set_registered_model_alias(name, alias, str(number))
 
 
-def tag_version(client: MlflowClient, name: str, number: str | int, tags: dict[str, str]) -> None:
+def tag_version(client: MlflowClient, name: str, number: str | int, *, tags: dict[str, str]) -> None:
     """Set tags on a model version (decisions, scores on other splits, rollbacks)."""
     for key, value in tags.items():
         client.set_model_version_tag(name, str(number), key, value)
@@ -237,14 +237,14 @@ def rollback(params: PromoteParams, reason: str, lock_timeout_s: float) -> dict:
                 f"{name}: no version has the alias {PREVIOUS_CHAMPION}, so there is nothing to roll "
                 "back to. See `visionops registry`."
             )
-        set_alias(client, name, CHAMPION, previous.version)
-        set_alias(client, name, PREVIOUS_CHAMPION, previous.tags.get("previous_champion"))
+        set_alias(client, name, CHAMPION, number=previous.version)
+        set_alias(client, name, PREVIOUS_CHAMPION, number=previous.tags.get("previous_champion"))
         if champion is not None:
             tag_version(
                 client,
                 name,
                 champion.version,
-                {"rolled_back": "true", "rolled_back.reason": reason, "rolled_back.at": utc_now()},
+                tags={"rolled_back": "true", "rolled_back.reason": reason, "rolled_back.at": utc_now()},
             )
     return {
         "registered_model": name,

@@ -56,7 +56,9 @@ def extra_run_tags() -> dict[str, str]:
     return {str(k): str(v) for k, v in tags.items()}
 
 
-def start_run(client: MlflowClient, experiment: str, run_name: str, tags: dict[str, str], resume_file: Path) -> RunInfo:
+def start_run(
+    client: MlflowClient, experiment: str, run_name: str, *, tags: dict[str, str], resume_file: Path
+) -> RunInfo:
     """Start a run, or continue the one a killed training left in ``resume_file``; it also gets
     :func:`extra_run_tags`.
 
@@ -90,7 +92,7 @@ def live_metrics(client: MlflowClient, run_id: str) -> Callable[[int, dict[str, 
             return
         try:
             start[:] = start or [client.get_run(run_id).info.start_time]
-            client.log_batch(run_id, metrics=[epoch_metric(k, v, step, start[0]) for k, v in values.items()])
+            client.log_batch(run_id, metrics=[epoch_metric(k, v, step, start=start[0]) for k, v in values.items()])
         except Exception as exc:  # noqa: BLE001 - any tracking failure: training must go on; log-run fills in later
             failed.append(exc)
             log.warning("live metrics stopped at epoch %d (%s); the run gets them when the training ends", step, exc)
@@ -145,7 +147,7 @@ def log_into_training_run(
     return run.run_id, [warning] if warning else []
 
 
-def log_missing(client: MlflowClient, params: Params, root: Path, artifacts: Path) -> tuple[str, list[str]]:
+def log_missing(client: MlflowClient, params: Params, root: Path, *, artifacts: Path) -> tuple[str, list[str]]:
     """Log what an outage kept from the run in ``artifacts/train/run.json``: its training, its evaluation, or both.
 
     Returns:
@@ -165,7 +167,9 @@ def log_missing(client: MlflowClient, params: Params, root: Path, artifacts: Pat
         ) from None
     done = []
     if LOGGED_TRAINING not in tags:
-        log_training(client, run.run_id, params, root, artifacts / "train", artifacts / "split")
+        log_training(
+            client, run.run_id, params, root=root, train_dir=artifacts / "train", split_dir=artifacts / "split"
+        )
         done.append("training")
     if TestMetrics.present(artifacts / "evaluate") and LOGGED_EVALUATION not in tags:
         log_evaluation(client, run.run_id, artifacts / "evaluate")

@@ -17,7 +17,7 @@ from visionops.tracking.connection import (
 SWEEP_TAG, TRIAL_TAG, EXPERIMENT_TAG = "visionops.sweep", "visionops.sweep.trial", "visionops.dvc_experiment"
 
 
-def start_sweep(client: MlflowClient, experiment: str, sweep_id: str, settings: list[str], trials: int) -> str:
+def start_sweep(client: MlflowClient, experiment: str, sweep_id: str, *, settings: list[str], trials: int) -> str:
     """The parent run of a sweep (its trials' runs become its children); returns its id."""
     tags = {SWEEP_TAG: sweep_id, "visionops.sweep.role": "parent"}
     run = client.create_run(experiment_id(client, experiment), run_name=sweep_id, tags=tags)
@@ -36,7 +36,7 @@ def sweep_children(client: MlflowClient, parent_id: str) -> dict[int, Any]:
     return {int(r.data.tags[TRIAL_TAG]): r for r in found if TRIAL_TAG in r.data.tags}
 
 
-def finish_sweep(client: MlflowClient, parent_id: str, rows: list[dict[str, Any]], summary: str, best: dict) -> None:
+def finish_sweep(client: MlflowClient, parent_id: str, rows: list[dict[str, Any]], *, summary: str, best: dict) -> None:
     """Log the sweep's table of trials (an MLflow table and markdown), its best trial and decision; end the run."""
     with tempfile.TemporaryDirectory(prefix="visionops-sweep-") as tmp:
         (Path(tmp) / "sweep.md").write_text(summary + "\n", encoding="utf-8")

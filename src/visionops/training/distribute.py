@@ -98,7 +98,7 @@ def distribution_strategy(devices: list[str] | None = None) -> tf.distribute.Str
     """The tf.distribute strategy to build and fit the model under.
 
     MultiWorkerMirroredStrategy when TF_CONFIG is set (or can be derived from a Kubernetes Indexed Job, see
-    :mod:`visionops.cluster`); else MirroredStrategy over ``devices`` (default: ``$VISIONOPS_DEVICES``) when it
+    :func:`tf_config_from_env`); else MirroredStrategy over ``devices`` (default: ``$VISIONOPS_DEVICES``) when it
     lists several; else MirroredStrategy over all visible GPUs when there are several; else the default strategy.
     Listing ``CPU:0,CPU:1`` splits the CPU into logical devices, so the multi-GPU code path runs without a GPU;
     that must happen before TensorFlow initialises (before any tensor is made).

@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import albumentations as A
 import h5py  # (Keras' own dependency: its weights files are HDF5)
@@ -75,7 +76,7 @@ def make_optimizer(
 
 
 def compile_for_stage(
-    model: keras.Model, stage: StageParams, steps_per_epoch: int, params: TrainParams, xla: bool
+    model: keras.Model, stage: StageParams, steps_per_epoch: int, *, params: TrainParams, xla: bool
 ) -> None:
     """Compile for one fine-tuning stage (recompiling after the trainable flags changed), with a fresh optimizer
     whose rate follows the stage's schedule over ``steps_per_epoch`` × the stage's epochs.
@@ -136,7 +137,7 @@ def make_batches(
     """
     side, classes = info.resize_side, info.classes
     count = len(lists["train"]) + len(lists["val"])
-    cache_dir = cache_dir_for(runtime.cache, count, side, cache_root)
+    cache_dir = cache_dir_for(runtime.cache, count, side, disk_dir=cache_root)
     images = {s: cache_images([data_dir / p for p in lists[s]["path"]], side, cache_dir) for s in ("train", "val")}
     labels = {s: info.labels(list(lists[s]["label"])) for s in ("train", "val")}
     weighting = (
@@ -145,28 +146,16 @@ def make_batches(
         else None
     )
     variation = Variation(augment=pipeline, crop_scale=params.crop_scale, class_weights=weighting)
+    shape: dict[str, Any] = {
+        "num_classes": len(classes),
+        "size": info.image_size,
+        "batch_size": batch_size,
+        "task": params.task,
+    }
     train_batches = Batches(
-        images["train"],
-        labels["train"],
-        num_classes=len(classes),
-        size=info.image_size,
-        batch_size=batch_size,
-        task=params.task,
-        seed=params.seed,
-        workers=runtime.workers,
-        variation=variation,
+        images["train"], labels["train"], **shape, seed=params.seed, workers=runtime.workers, variation=variation
     )
-    val_batches = None
-    if len(lists["val"]):
-        val_batches = Batches(
-            images["val"],
-            labels["val"],
-            num_classes=len(classes),
-            size=info.image_size,
-            batch_size=batch_size,
-            task=params.task,
-            seed=params.seed,
-        )
+    val_batches = Batches(images["val"], labels["val"], **shape, seed=params.seed) if len(lists["val"]) else None
     return train_batches, val_batches
 
 
@@ -191,8 +180,8 @@ def fit_stage(
     model: keras.Model,
     stage: int,
     epochs: int,
-    data: Callable[[], tuple[keras.utils.PyDataset, keras.utils.PyDataset | None]],
     *,
+    data: Callable[[], tuple[keras.utils.PyDataset, keras.utils.PyDataset | None]],
     resume: Path,
     out_dir: Path,
     patience: int,
@@ -262,14 +251,16 @@ class StageFitting:
     ) -> None:
         """Freeze for ``stage``, compile ``fitted`` (the classifier, or its head alone) at the stage's schedule over
         ``steps_per_epoch``, and fit it on ``data()``, or load the stage's weights when an earlier run finished it."""
-        freeze_for_stage(self.model, stage, self.params.finetune.unfreeze_blocks, self.frozen_batchnorm)
-        compile_for_stage(fitted, settings, steps_per_epoch, self.params, self.xla)
+        freeze_for_stage(
+            self.model, stage, self.params.finetune.unfreeze_blocks, freeze_batchnorm=self.frozen_batchnorm
+        )
+        compile_for_stage(fitted, settings, steps_per_epoch, params=self.params, xla=self.xla)
         live = [epoch_reporter(self.on_epoch, stage, self.resume)] if self.on_epoch else []
         fit_stage(
             fitted,
             stage,
             settings.epochs,
-            data,
+            data=data,
             resume=self.resume,
             out_dir=self.out_dir,
             patience=self.params.early_stopping_patience,
@@ -320,7 +311,7 @@ def epoch_reporter(listener: EpochListener, stage: int, resume: Path) -> keras.c
     return keras.callbacks.LambdaCallback(on_epoch_end=report)
 
 
-def resume_dir(out_dir: Path, params: TrainParams, augment: list[AugmentStep], split_id: str) -> Path:
+def resume_dir(out_dir: Path, params: TrainParams, augment: list[AugmentStep], *, split_id: str) -> Path:
     """Where a run keeps its per-epoch backups: one folder per config and split, so anything else starts fresh."""
     config = dump_json({"train": params.model_dump(mode="json"), "augment": [a.model_dump() for a in augment]})
     key = hashlib.sha256((config + split_id).encode()).hexdigest()[:16]
@@ -332,7 +323,8 @@ def history(resume: Path) -> pd.DataFrame:
     frames, offset = [], 0
     for stage in (1, 2):
         path = resume / f"stage{stage}-history.csv"
-        if not path.is_file():
+        # (Empty when the disk filled up or a kill came before Keras' CSVLogger wrote its header: no epoch logged.)
+        if not path.is_file() or path.stat().st_size == 0:
             continue
         frame = pd.read_csv(path).drop_duplicates("epoch", keep="last").sort_values("epoch")
         frame.insert(0, "stage", stage)

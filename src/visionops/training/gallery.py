@@ -69,7 +69,7 @@ def _caption(row: pd.Series) -> str:
     return f"pred {row['predicted']} {row['confidence']:.2f}\ntrue {row['label']} {row['p_true']:.2f}"
 
 
-def gallery_html(shown: pd.DataFrame, thumbs: list[np.ndarray], table: pd.DataFrame, title: str) -> str:
+def gallery_html(shown: pd.DataFrame, thumbs: list[np.ndarray], table: pd.DataFrame, *, title: str) -> str:
     """A self-contained page: the per-class table, then each class's misclassified thumbnails, worst first."""
     parts = [
         f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>",
@@ -101,6 +101,7 @@ def write_gallery(
     out_dir: Path,
     predictions: pd.DataFrame,
     classes: list[str],
+    *,
     image: Callable[[int], np.ndarray],
     per_class: int,
     title: str,
@@ -131,5 +132,5 @@ def write_gallery(
         for label, g in shown.groupby("label", sort=False)
     ]
     atomic_write_bytes(out_dir / "gallery.png", plot_thumbnails(rows, f"misclassified, {title} (worst first)"))
-    atomic_write_text(out_dir / "gallery.html", gallery_html(shown, thumbs, table, f"Misclassified: {title}"))
+    atomic_write_text(out_dir / "gallery.html", gallery_html(shown, thumbs, table, title=f"Misclassified: {title}"))
     return {"misclassified": len(wrong), "shown": len(shown)}

@@ -180,7 +180,7 @@ def torch_names(variant: str, include_top: bool = False) -> dict[str, tuple[str,
 _LAYOUTS = {"conv": (2, 3, 1, 0), "depthwise": (2, 3, 0, 1), "dense": (1, 0), "vector": (0,)}
 
 
-def assign_torch_weights(model: keras.Model, variant: str, state: dict[str, np.ndarray], source: str) -> None:
+def assign_torch_weights(model: keras.Model, variant: str, state: dict[str, np.ndarray], *, source: str) -> None:
     """Load the PyTorch port's ``state`` into ``model`` (from :func:`build_lite`), every key and shape checked first.
 
     Raises:

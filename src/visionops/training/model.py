@@ -25,7 +25,9 @@ def batchnorm_frozen(policy: str, pretrained: bool) -> bool:
     return policy == "frozen" or (policy == "auto" and pretrained)
 
 
-def build_model(backbone: keras.Model, num_classes: int, dropout: float, freeze_batchnorm: bool = True) -> keras.Model:
+def build_model(
+    backbone: keras.Model, num_classes: int, dropout: float, *, freeze_batchnorm: bool = True
+) -> keras.Model:
     """Backbone + dropout + softmax head.
 
     With ``freeze_batchnorm`` the backbone is called in inference mode, so BatchNormalization keeps its
@@ -56,7 +58,7 @@ def block_ids(backbone: keras.Model) -> list[str]:
 
 
 def freeze_for_stage(
-    model: keras.Model, stage: int, unfreeze_blocks: int | str = "all", freeze_batchnorm: bool = True
+    model: keras.Model, stage: int, unfreeze_blocks: int | str = "all", *, freeze_batchnorm: bool = True
 ) -> None:
     """Set trainable flags for fine-tuning stage 1 (head only) or 2 (top blocks and head).
 
@@ -117,5 +119,5 @@ def load_trained(model: Path, info: ModelInfo | None = None) -> tuple[keras.Mode
         raise FileNotFoundError(f"{path}: no such model file; train one with `dvc repro train`")
     info = info or ModelInfo.read(path.parent)
     loaded = load_model(path)
-    check_outputs(loaded.output_shape[-1], loaded.input_shape[1], info, str(model))
+    check_outputs(loaded.output_shape[-1], loaded.input_shape[1], info, source=str(model))
     return loaded, info

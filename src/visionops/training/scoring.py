@@ -23,7 +23,7 @@ from sklearn.metrics import (
 )
 
 from visionops.config import EvaluateParams
-from visionops.contracts.data import read_split
+from visionops.contracts.data import read_split, split_list
 from visionops.contracts.model import ROTATIONS, ModelInfo
 from visionops.contracts.results import write_per_class
 from visionops.data.cache import DecodedOnAccess
@@ -66,7 +66,7 @@ def _roc_auc(y_true: np.ndarray, probs: np.ndarray) -> float | None:
     return float(np.mean(scores)) if scores else None
 
 
-def score(y_true: np.ndarray, probs: np.ndarray, classes: list[str], top_k: int, bins: int) -> Scores:
+def score(y_true: np.ndarray, probs: np.ndarray, classes: list[str], *, top_k: int, bins: int) -> Scores:
     """All metrics for true class indices ``y_true`` and predicted probabilities ``probs`` (N, C)."""
     labels = list(range(len(classes)))
     predicted = probs.argmax(axis=1)
@@ -130,7 +130,7 @@ def score_set(
         workers=os.cpu_count() or 1,
     )
     probs = model.predict(batches, verbose=keras_quiet())
-    scores = score(batches.label, probs, classes, params.top_k, params.calibration_bins)
+    scores = score(batches.label, probs, classes, top_k=params.top_k, bins=params.calibration_bins)
     predictions = pd.DataFrame({"path": np.asarray(images.shown_as, dtype=object)[batches.index]})
     if info.task == "orientation":
         predictions["rotation"] = np.asarray(ROTATIONS)[batches.rotation]
@@ -143,7 +143,7 @@ def score_set(
     write_per_class(out_dir, scores.per_class)
     atomic_write_bytes(out_dir / "confusion_matrix.png", plot_confusion(scores.confusion, classes, title))
     seen = functools.partial(batches.example, rng=None)  # example j as the model saw it (centre crop, rotation)
-    write_gallery(out_dir / "errors", predictions, classes, seen, params.gallery_per_class, title)
+    write_gallery(out_dir / "errors", predictions, classes, image=seen, per_class=params.gallery_per_class, title=title)
     return scores.metrics
 
 
@@ -165,7 +165,7 @@ def score_split(
     """
     lists, split = read_split(split_dir)
     test = lists["test"]
-    check_labels(list(test["label"]), info, f"model {name}", f"the test split of {split_dir}")
+    check_labels(list(test["label"]), info, f"model {name}", data=f"the test split {split_list(split_dir, 'test')}")
     images = LabelledSet(
         [Path(data_dir) / p for p in test["path"]], list(test["path"]), list(test["label"]), "test split"
     )

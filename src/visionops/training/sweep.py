@@ -50,7 +50,7 @@ class TrialResult:
         return self.state == "COMPLETED" and bool(self.metrics)
 
 
-def plan(settings: list[str], sweep_id: str, random: int | None = None, seed: int = 0) -> list[Trial]:
+def plan(settings: list[str], sweep_id: str, random: int | None = None, *, seed: int = 0) -> list[Trial]:
     """The trials of ``settings`` (DVC ``-S`` sweeps), all of them, or ``random`` of them drawn with ``seed``.
 
     Raises:

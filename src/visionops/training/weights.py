@@ -151,7 +151,7 @@ def _random_backbone(params: TrainParams) -> keras.Model:
 
 def _lite_from_file(variant: str, size: int, path: Path) -> keras.Model:
     model = build_lite(variant, size)
-    assign_torch_weights(model, variant, read_state_dict(path), str(path))
+    assign_torch_weights(model, variant, read_state_dict(path), source=str(path))
     return model
 
 
