@@ -63,6 +63,12 @@ choose() { # sets $tf and $with from the flags, VISIONOPS_GPU and the last choic
   printf 'tf=%s\nwith=%s\n' "${tf:=cpu}" "$with" >"$CHOICE"
 }
 
+PLOTS_TEMPLATE=.venv/share/visionops/dvc-plots.html
+plots_template() { # `dvc plots show/diff` draw offline: Vega inlined from the locked vl-convert-python, not a CDN
+  [ -f "$PLOTS_TEMPLATE" ] && grep -qs html_template .dvc/config.local && return
+  .venv/bin/visionops plots-template "$PLOTS_TEMPLATE" >&2
+}
+
 setup() {
   choose "$@"
   local args=(--frozen --extra "$tf") extra python
@@ -77,7 +83,7 @@ setup() {
   # A healthy .venv is reused as it is: no --python (uv would rebuild it when the path differs, e.g. a shim),
   # and a no-op check first (byte-compiling every file on each call would cost seconds).
   if [ -x .venv/bin/python ] && supported .venv/bin/python; then
-    .tools/bin/uv sync "${args[@]}" --check >/dev/null 2>&1 && return
+    .tools/bin/uv sync "${args[@]}" --check >/dev/null 2>&1 && plots_template && return
   else
     python=$(find_python)
     args+=(--python "$python")
@@ -85,6 +91,7 @@ setup() {
   echo "==> syncing .venv with uv.lock (TensorFlow: $tf${with:+; extras: $with})" >&2
   # Byte-compiled: this machine sets PYTHONDONTWRITEBYTECODE, and `import tensorflow` would take ~15 s, not ~6 s.
   .tools/bin/uv sync --quiet --compile-bytecode "${args[@]}"
+  plots_template
 }
 
 [ "${BASH_SOURCE[0]}" = "$0" ] || return 0 # sourced (by tests): the functions only

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 import yaml
 from helpers import REPO, cli, git_commit, run
 
+from visionops.contracts.results import TestMetrics
 from visionops.params import load_params
 from visionops.stages.promote import decide
 
@@ -67,19 +69,24 @@ def test_pull_repro_experiment_then_nothing_to_do(project_copy: Path, visionops_
     predictions = pd.read_csv(project_copy / "artifacts/evaluate/predictions.csv")
     assert metrics["accuracy"] == pytest.approx((predictions["label"] == predictions["predicted"]).mean())
     assert (
-        metrics["examples"] == len(predictions) == split["totals"]["test"] and metrics["split_id"] == split["split_id"]
+        metrics["examples"] == len(predictions) == split["totals"]["test"]
+        and TestMetrics.read(project_copy / "artifacts/evaluate").split_id == split["split_id"]
     )
     for name in ("model.keras", "history.csv", "weights.json", "classes.json", "augment_preview.png"):
         assert (project_copy / "artifacts/train" / name).is_file(), name
+    # `dvc metrics show` lists the model's metrics only, in a table that fits a 120-column terminal.
     shown = json.loads(run(["dvc", "metrics", "show", "--json"], cwd=project_copy).stdout)
-    assert "accuracy" in json.dumps(shown)
+    files = next(iter(shown.values()))["data"]
+    assert list(files) == ["artifacts/evaluate/metrics.json"], files
+    assert set(files["artifacts/evaluate/metrics.json"]["data"]) >= {"accuracy", "macro_f1", "ece", "roc_auc_ovr"}
+    table = run(["dvc", "metrics", "show"], cwd=project_copy, COLUMNS="200").stdout
+    assert "accuracy" in table and max(len(line) for line in table.splitlines()) <= 120, table
     assert json.loads(run(["dvc", "exp", "show", "--json"], cwd=project_copy).stdout)
 
     again = run(["dvc", "repro"], cwd=project_copy).stdout
     assert _ran(again) == set() and "Data and pipelines are up to date" in again
     assert json.loads(run(["dvc", "status", "--json"], cwd=project_copy).stdout) == {}
     _the_prefect_flow_in_process_reruns_nothing(project_copy)
-    _a_stage_added_as_contributing_says_runs_in_the_flow_and_dvc(project_copy)
 
     # An evaluate-only param reruns evaluate, and promote reports the decision made for that run already.
     only_eval = run(["dvc", "exp", "run", "-S", "evaluate.top_k=3"], cwd=project_copy).stdout
@@ -93,6 +100,8 @@ def test_pull_repro_experiment_then_nothing_to_do(project_copy: Path, visionops_
     assert (project_copy / "plots_out" / "index.html").is_file(), plots
 
     _the_local_mlflow_store_holds_the_run(project_copy, visionops_ui)
+    # Last: later `dvc exp run`s would run the new stage with the installed visionops, which lacks its command.
+    _a_stage_added_as_contributing_says_runs_in_the_flow_and_dvc(project_copy)
 
 
 def _flow_in_process(project: Path, home: str, **env: str) -> dict[str, str]:
@@ -257,6 +266,12 @@ def _the_local_mlflow_store_holds_the_run(project: Path, visionops_ui) -> None:
         logged = json.loads(response.read())["run"]
     assert logged["info"]["status"] == "FINISHED"
     assert {m["key"] for m in logged["data"]["metrics"]} >= {"loss", "val_accuracy", "test_accuracy"}
+    # MLflow's own columns ("Source", "User", the commit) are filled, as its fluent API would fill them.
+    tags = {t["key"]: t["value"] for t in logged["data"]["tags"]}
+    assert (tags["mlflow.source.name"], tags["mlflow.source.type"]) == ("dvc.yaml:train", "LOCAL"), tags
+    assert tags["mlflow.user"] == getpass.getuser()
+    commit = tags["mlflow.source.git.commit"]
+    assert run(["git", "cat-file", "-t", commit], cwd=project).stdout.strip() == "commit", commit
 
 
 def test_invalid_params_fail_the_stage_with_the_key(project_copy: Path) -> None:

@@ -59,6 +59,13 @@ def _exp_refs(clone: Path) -> set[str]:
     return set(run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], cwd=clone).stdout.split())
 
 
+GIT_SOURCE = {
+    "commit": ["rev-parse", "HEAD"],
+    "branch": ["branch", "--show-current"],
+    "repoURL": ["remote", "get-url", "origin"],
+}
+
+
 def test_prefect_journey_lands_in_the_checkout_and_a_rerun_trains_nothing(tiny_user) -> None:
     user = tiny_user
     commands = readme_commands(PREFECT)
@@ -90,6 +97,12 @@ def test_prefect_journey_lands_in_the_checkout_and_a_rerun_trains_nothing(tiny_u
     found = get_json(f"{mlflow}/runs/search", {"experiment_ids": [experiment["experiment_id"]]})["runs"]
     assert len(found) == 1 and found[0]["info"]["status"] == "FINISHED", found
     run_id = found[0]["info"]["run_id"]
+    source = {t["key"]: t["value"] for t in found[0]["data"]["tags"] if t["key"].startswith("mlflow.source.")}
+    git = {k: run(["git", *a], cwd=user.clone).stdout.strip() for k, a in GIT_SOURCE.items()}
+    # MLflow's "Source" column: a job (the deployment), its stage, the clone's commit, branch and remote
+    expected = {"mlflow.source.name": "dvc.yaml:train", "mlflow.source.type": "JOB"}
+    assert source == expected | {f"mlflow.source.git.{k}": v for k, v in git.items() if v}, source
+    assert len(git["commit"]) == 40
     assert experiment["artifact_location"].startswith((user.clone / "mlartifacts").as_uri()), experiment
     for summary in summaries:  # both summaries link to that run, on the stack's MLflow UI
         assert f"{user.url('mlflow')}/#/experiments/{experiment['experiment_id']}/runs/{run_id}" in summary
@@ -151,10 +164,12 @@ def test_sweep_runs_trials_two_at_a_time_reports_failures_and_promotes_once(tiny
     tags = {r["info"]["run_id"]: {t["key"]: t["value"] for t in r["data"].get("tags", [])} for r in found["runs"]}
     parents = [i for i, t in tags.items() if t.get("visionops.sweep.role") == "parent"]
     assert len(parents) == 1 and tags[parents[0]]["visionops.sweep"] == sweep_id, tags
+    assert tags[parents[0]]["mlflow.source.name"].startswith("sweep.py") and tags[parents[0]]["mlflow.user"]
     children = {t["visionops.sweep.trial"]: i for i, t in tags.items() if t.get("mlflow.parentRunId") == parents[0]}
     assert sorted(children) == ["1", "2"], tags
     for trial, run_id in children.items():
         assert tags[run_id]["visionops.dvc_experiment"] == f"{sweep_id}-t{trial}"
+        assert tags[run_id]["mlflow.source.type"] == "JOB", "each trial is a deployment run on a worker"
         logged = get_json(f"{mlflow}/runs/get?run_id={run_id}")["run"]
         params = {p["key"]: p["value"] for p in logged["data"]["params"]}
         assert params["train.finetune.learning_rate"] == "0.001", params

@@ -24,6 +24,7 @@ from helpers import cli, run, tiny_project, tool_env
 from mlflow import MlflowClient
 
 from visionops.config import PromoteParams, SplitParams
+from visionops.contracts.results import TestMetrics
 from visionops.stages.promote import decide
 from visionops.stages.split import split
 from visionops.tracking.registry import score_tag
@@ -167,8 +168,8 @@ def test_a_champion_from_another_split_is_rescored_first(mlflow_module, candidat
     shutil.copytree(candidates["better"], third)
     split(third / "artifacts/validate/manifest.csv", SplitParams(test_ratio=0.25, seed=2), third / "artifacts/split")
     run(cli("evaluate"), cwd=third, MLFLOW_TRACKING_URI=mlflow_module.uri)
-    split_id = _metrics(third)["split_id"]
-    assert split_id != _metrics(worse)["split_id"]
+    split_id = TestMetrics.read(third / "artifacts/evaluate").split_id
+    assert split_id != TestMetrics.read(worse / "artifacts/evaluate").split_id
     _use_registry(third, "rescore")
     decision = _promote(third, mlflow_module.uri)
     assert decision["champion_before"] == "1" and decision["champion_rescored"] is True

@@ -74,6 +74,7 @@ def _assert_complete_run(client: MlflowClient, project: Path, uri: str) -> None:
     for key in ("git.commit", "git.dirty", "split_id", "weights.used", "task", "hardware.platform", "version.keras"):
         assert tags.get(key), key
     assert tags[LOGGED_TRAINING] == tags[LOGGED_EVALUATION] == "true"
+    assert (tags["mlflow.source.name"], tags["mlflow.source.type"]) == ("python -m visionops.cli train", "LOCAL")
     assert tags["mlflow.note.content"].startswith("**Trained from RANDOM weights** (train.weights: null)")
     written = json.loads((project / "artifacts/evaluate/metrics.json").read_text())
     assert logged.data.metrics["test_accuracy"] == pytest.approx(written["accuracy"])

@@ -112,7 +112,8 @@ def test_model_uris_are_told_from_paths() -> None:
 
 
 def test_a_metrics_file_missing_a_metric_names_the_file_and_what_it_lacks(tmp_path: Path) -> None:
-    (tmp_path / "metrics.json").write_text('{"accuracy": 0.5, "split_id": "abc"}')
+    (tmp_path / "metrics.json").write_text('{"accuracy": 0.5}')
+    (tmp_path / "scored.json").write_text('{"split_id": "abc"}')
     with pytest.raises(UserError) as raised:
         TestMetrics.read(tmp_path)
     assert str(raised.value) == (

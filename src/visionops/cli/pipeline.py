@@ -161,6 +161,28 @@ def params(
     print(render(None if defaults else load_params(params)), end="")
 
 
+@app.command("plots-template", rich_help_panel="Parameters")
+@command
+def plots_template(
+    path: Annotated[Path, typer.Argument(help="Where to write the template.")] = Path(
+        ".venv/share/visionops/dvc-plots.html"
+    ),
+) -> None:
+    """Make `dvc plots show` and `dvc plots diff` draw offline: write their page template with Vega inlined, and
+    point this checkout's DVC at it (.dvc/config.local). `./run.sh setup` does this once."""
+    import subprocess
+    import sys
+
+    from visionops.files import atomic_write_text
+    from visionops.training.plots import dvc_plots_template
+
+    path = path.resolve()
+    atomic_write_text(path, dvc_plots_template())
+    setting = ["config", "--local", "plots.html_template", str(path)]
+    subprocess.run([sys.executable, "-m", "dvc", *setting], cwd=project_root(), check=True)
+    print(f"dvc plots show and dvc plots diff draw offline: {path} (dvc {' '.join(setting[:3])})")
+
+
 @app.command(rich_help_panel="Pretrained weights")
 @command
 def weights(as_json: JsonOpt = False) -> None:

@@ -9,7 +9,7 @@
 | :class:`WeightsUsed` | ``train/weights.json`` | train | promote (model card), tracking |
 | :class:`RunInfo` | ``train/run.json`` | train | evaluate, promote, ``log-run``, the Prefect flow |
 | :func:`write_resolved` / :func:`read_resolved` | ``<stage>/params.json`` | every stage | promote (model card) |
-| :class:`TestMetrics` | ``evaluate/metrics.json`` | evaluate | promote, tracking, the Prefect flow |
+| :class:`TestMetrics` | ``evaluate/metrics.json``, ``scored.json`` | evaluate | promote, tracking, the Prefect flow |
 | :func:`write_per_class` / :func:`read_per_class` | ``evaluate/per_class.csv`` | evaluate | promote (model card) |
 | :class:`Promotion` | ``promote/decision.json`` | promote | the Prefect flow, the model card |
 

@@ -80,10 +80,12 @@ def read_per_class(folder: Path) -> list[dict[str, Any]]:
 
 @dataclass(frozen=True)
 class TestMetrics:
-    """``metrics.json``: a model's scores on the test split (a DVC metric; promote's evidence).
+    """``metrics.json``: a model's scores on the test split (a DVC metric; promote's evidence), and ``scored.json``:
+    which split they are of.
 
-    The file keeps one key per metric (``top_2_accuracy`` for the top-k accuracy with k = 2), which is what
-    ``dvc metrics show`` and ``dvc metrics diff`` list.
+    metrics.json keeps one number per metric (``top_2_accuracy`` for the top-k accuracy with k = 2) and nothing else,
+    which is what ``dvc metrics show`` and ``dvc metrics diff`` list: the split's 64-character id, a string, would
+    double the table's width, so it has its own file.
     """
 
     accuracy: float
@@ -96,6 +98,7 @@ class TestMetrics:
     holdout: dict[str, Any] | None = None
 
     FILE = "metrics.json"
+    SCOPE_FILE = "scored.json"
     REQUIRED = ("accuracy", "macro_f1", "roc_auc_ovr", "ece", "examples", "split_id")
     __test__ = False  # (a name pytest would otherwise collect)
 
@@ -112,7 +115,7 @@ class TestMetrics:
         """metrics.json's layout."""
         values: dict[str, Any] = {"accuracy": self.accuracy, "macro_f1": self.macro_f1}
         values.update({f"top_{k}_accuracy": v for k, v in sorted(self.top_k_accuracy.items())})
-        values.update(roc_auc_ovr=self.roc_auc_ovr, ece=self.ece, examples=self.examples, split_id=self.split_id)
+        values.update(roc_auc_ovr=self.roc_auc_ovr, ece=self.ece, examples=self.examples)
         if self.holdout is not None:
             values["holdout"] = self.holdout
         return values
@@ -128,7 +131,7 @@ class TestMetrics:
 
     @classmethod
     def read(cls, folder: Path) -> TestMetrics:
-        """Read ``folder/metrics.json``.
+        """Read ``folder/metrics.json`` and ``folder/scored.json``.
 
         Raises:
             FileNotFoundError: evaluate has not run.
@@ -136,8 +139,9 @@ class TestMetrics:
         """
         path = Path(folder) / cls.FILE
         try:
-            return cls.from_dict(read_json(path, "evaluate"))
-        except ValueError as error:
+            scope = read_json(Path(folder) / cls.SCOPE_FILE, "evaluate")
+            return cls.from_dict({**read_json(path, "evaluate"), "split_id": scope["split_id"]})
+        except (ValueError, KeyError) as error:
             raise UserError(f"{path}: {error}") from None
 
     @classmethod
@@ -146,5 +150,6 @@ class TestMetrics:
         return (Path(folder) / cls.FILE).is_file()
 
     def write(self, folder: Path) -> None:
-        """Write metrics.json into ``folder``."""
+        """Write metrics.json and scored.json into ``folder``."""
+        write_json(Path(folder) / self.SCOPE_FILE, {"split_id": self.split_id})
         write_json(Path(folder) / self.FILE, self.to_dict())

@@ -89,10 +89,11 @@ def evaluate(
         metrics["holdout"] = score_set(
             model, info, holdout, params=params, batch_size=batch, out_dir=out_dir / "holdout"
         )
-    TestMetrics.from_dict(metrics).write(out_dir)
+    written = TestMetrics.from_dict(metrics)
+    written.write(out_dir)
     write_resolved(out_dir, params)
     log.info("evaluate: model scored, outputs written in %.1f s", time.perf_counter() - started)  # (as in train)
     run_id, warnings = runs.log_into_training_run(
         model_ref, "the evaluation", lambda client, run: record.log_evaluation(client, run, out_dir)
     )
-    return Evaluation(metrics, run_id, warnings)
+    return Evaluation(written.to_dict(), run_id, warnings)

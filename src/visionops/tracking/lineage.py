@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import getpass
 import os
 import platform
 import subprocess
+import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -50,6 +52,45 @@ def lineage(root: Path, split_dir: Path) -> dict[str, str]:
     for package in PACKAGES:
         with contextlib.suppress(PackageNotFoundError):
             tags[f"version.{package}"] = version(package)
+    return tags
+
+
+def _command() -> str:
+    """The command line this process runs, as typed: ``visionops train``, ``python -m visionops.cli train``."""
+    program = Path(sys.argv[0])
+    name = (
+        f"python -m {program.parent.parent.name}.{program.parent.name}"
+        if program.name == "__main__.py"
+        else program.name
+    )
+    return " ".join([name, *sys.argv[1:]])
+
+
+def mlflow_source(root: Path) -> dict[str, str]:
+    """MLflow's own tags for where a run came from, which its runs table and run page show as "Source", "User" and
+    the commit: the stage as DVC names it (else the command), the user, git's commit, branch and remote.
+
+    MLflow's fluent API sets these itself; runs made with ``MlflowClient.create_run``, as here, get none unless
+    they are given. ``mlflow.source.type`` is ``JOB`` inside a Prefect flow run (a deployment), else ``LOCAL``.
+    """
+    stage = os.environ.get("DVC_STAGE")  # (DVC sets it for every stage command it runs)
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # (a container user without a name)
+        user = "unknown"
+    tags = {
+        "mlflow.user": user,
+        "mlflow.source.name": f"dvc.yaml:{stage}" if stage else _command(),
+        "mlflow.source.type": "JOB" if os.environ.get("PREFECT__FLOW_RUN_ID") else "LOCAL",
+    }
+    git = {
+        "commit": ("rev-parse", "HEAD"),
+        "branch": ("branch", "--show-current"),
+        "repoURL": ("remote", "get-url", "origin"),
+    }
+    for key, args in git.items():
+        if value := _git(root, *args):
+            tags[f"mlflow.source.git.{key}"] = value
     return tags
 
 

@@ -18,7 +18,8 @@ from visionops.config import Params
 from visionops.contracts.model import RunInfo, is_model_uri
 from visionops.contracts.results import TestMetrics
 from visionops.errors import UserError
-from visionops.files import atomic_write_text
+from visionops.files import atomic_write_text, project_root
+from visionops.tracking import lineage
 from visionops.tracking.connection import (
     TrackingUnavailable,
     connect,
@@ -59,13 +60,13 @@ def extra_run_tags() -> dict[str, str]:
 def start_run(
     client: MlflowClient, experiment: str, run_name: str, *, tags: dict[str, str], resume_file: Path
 ) -> RunInfo:
-    """Start a run, or continue the one a killed training left in ``resume_file``; it also gets
-    :func:`extra_run_tags`.
+    """Start a run, or continue the one a killed training left in ``resume_file``; it also gets MLflow's own
+    source, user and git tags (:func:`visionops.tracking.lineage.mlflow_source`) and :func:`extra_run_tags`.
 
     Returns:
         What run.json holds.
     """
-    tags = {**tags, **extra_run_tags()}
+    tags = {**lineage.mlflow_source(project_root()), **tags, **extra_run_tags()}
     run = None
     if resume_file.is_file():
         previous = client.get_run(resume_file.read_text().strip())

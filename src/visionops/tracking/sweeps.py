@@ -10,6 +10,8 @@ from typing import Any
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 
+from visionops.files import project_root
+from visionops.tracking import lineage
 from visionops.tracking.connection import (
     experiment_id,
 )
@@ -19,7 +21,7 @@ SWEEP_TAG, TRIAL_TAG, EXPERIMENT_TAG = "visionops.sweep", "visionops.sweep.trial
 
 def start_sweep(client: MlflowClient, experiment: str, sweep_id: str, *, settings: list[str], trials: int) -> str:
     """The parent run of a sweep (its trials' runs become its children); returns its id."""
-    tags = {SWEEP_TAG: sweep_id, "visionops.sweep.role": "parent"}
+    tags = {**lineage.mlflow_source(project_root()), SWEEP_TAG: sweep_id, "visionops.sweep.role": "parent"}
     run = client.create_run(experiment_id(client, experiment), run_name=sweep_id, tags=tags)
     client.log_batch(
         run.info.run_id, params=[Param("sweep.settings", " ".join(settings)), Param("sweep.trials", str(trials))]

@@ -1,4 +1,4 @@
-"""PNG figures of the stages' results: confusion matrix, learning curves."""
+"""Figures of the stages' results: confusion matrix and learning curves as PNG, and the page `dvc plots` fills."""
 
 from __future__ import annotations
 
@@ -83,3 +83,38 @@ def plot_thumbnails(rows: list[tuple[str, list[tuple[np.ndarray, str]]]], title:
         axes[r][0].set_ylabel(name, fontsize=9)
     fig.suptitle(title, fontsize=10)
     return _png(fig)
+
+
+VEGA_LITE = "5.21"  # DVC's plot templates are Vega-Lite 5 specifications
+DVC_PAGE = """<!DOCTYPE html>
+<html>
+<head>
+    {refresh_tag}
+    <meta charset="utf-8">
+    <title>DVC Plot</title>
+    <script>
+BUNDLE
+    </script>
+    <style>table { border-spacing: 15px; }</style>
+</head>
+<body>
+    {plot_divs}
+</body>
+</html>
+"""
+
+
+def dvc_plots_template() -> str:
+    """The HTML template of ``dvc plots show`` and ``dvc plots diff`` with Vega, Vega-Lite and vega-embed inlined.
+
+    DVC's own page loads them from a CDN, so offline it draws no curve at all. The libraries come from the locked
+    vl-convert-python package (its JavaScript bundle sets ``window.vegaEmbed``, which DVC's plot scripts call), so a
+    page made on a machine without network draws every plot. DVC fills ``{plot_divs}`` and ``{refresh_tag}``; it
+    would also fill ``{scripts}`` with the CDN's tags, which this template leaves out.
+    """
+    import vl_convert
+
+    bundle = vl_convert.javascript_bundle("window.vegaEmbed = vegaEmbed;", vl_version=VEGA_LITE)
+    if any(p in bundle for p in ("{plot_divs}", "{scripts}", "{refresh_tag}")):  # (DVC would fill them in the code)
+        raise RuntimeError("the Vega bundle holds one of DVC's template placeholders: it cannot be inlined")
+    return DVC_PAGE.replace("BUNDLE", bundle)
