@@ -99,10 +99,11 @@ def test_prefect_journey_lands_in_the_checkout_and_a_rerun_trains_nothing(tiny_u
     run_id = found[0]["info"]["run_id"]
     source = {t["key"]: t["value"] for t in found[0]["data"]["tags"] if t["key"].startswith("mlflow.source.")}
     git = {k: run(["git", *a], cwd=user.clone).stdout.strip() for k, a in GIT_SOURCE.items()}
-    # MLflow's "Source" column: a job (the deployment), its stage, the clone's commit, branch and remote
+    # MLflow's "Source" column: a job (the deployment), its stage, and the code it ran: the deployment clones the
+    # user's checkout (README), so its repository is that checkout, at the checkout's commit and branch.
     expected = {"mlflow.source.name": "dvc.yaml:train", "mlflow.source.type": "JOB"}
-    assert source == expected | {f"mlflow.source.git.{k}": v for k, v in git.items() if v}, source
-    assert len(git["commit"]) == 40
+    expected |= {f"mlflow.source.git.{k}": v for k, v in git.items()} | {"mlflow.source.git.repoURL": str(user.clone)}
+    assert source == expected and len(git["commit"]) == 40, source
     assert experiment["artifact_location"].startswith((user.clone / "mlartifacts").as_uri()), experiment
     for summary in summaries:  # both summaries link to that run, on the stack's MLflow UI
         assert f"{user.url('mlflow')}/#/experiments/{experiment['experiment_id']}/runs/{run_id}" in summary

@@ -15,6 +15,8 @@ from corpus import good_class, write
 from helpers import cli, mark_project, tiny_params, tiny_settings, tool_env
 
 from visionops.config import AugmentStep, EvaluateParams, SplitParams, ValidateParams
+from visionops.contracts.data import SplitInfo
+from visionops.contracts.results import TestMetrics
 from visionops.data.preprocess import load_square
 from visionops.interfaces import ClassMismatchError
 from visionops.stages.evaluate import evaluate
@@ -76,8 +78,9 @@ def test_evaluate(trained) -> None:
     assert result.run_id is None and result.warnings == [], "no run.json beside the model: no run to log into"
     metrics = result.metrics
     assert metrics == json.loads((root / "ev" / "metrics.json").read_text())
-    for key in ("accuracy", "macro_f1", "top_2_accuracy", "roc_auc_ovr", "ece", "examples", "split_id"):
+    for key in ("accuracy", "macro_f1", "top_2_accuracy", "roc_auc_ovr", "ece", "examples"):
         assert key in metrics, key
+    assert TestMetrics.read(root / "ev").split_id == SplitInfo.read(split_dir).split_id, "scored.json names the split"
     assert metrics["examples"] == len(pd.read_csv(split_dir / "test.csv"))
     assert metrics["holdout"]["examples"] == 4
     predictions = pd.read_csv(root / "ev" / "predictions.csv")
