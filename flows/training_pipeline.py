@@ -34,7 +34,7 @@ from prefect.tasks import exponential_backoff
 from visionops.contracts.layout import Artifacts
 from visionops.contracts.model import RunInfo
 from visionops.contracts.results import Promotion, TestMetrics
-from visionops.stack import supervisor
+from visionops.tracking import links
 from visionops.tracking.runs import RUN_TAGS_ENV
 
 FLOW_DIR = Path(__file__).resolve().parent
@@ -244,8 +244,7 @@ def read_results(project: Path, promoted: bool = True) -> Results:
 def summary_markdown(results: Results, ran: dict[str, Outcome]) -> str:
     """The run's report: which stages ran, the test metrics, the promotion decision, MLflow links."""
     run, decision = results.run, results.decision
-    # A server's own URL; for the project's sqlite store, where `./run.sh up` (or `visionops ui`) serves it.
-    ui = (run.tracking_uri if run.tracking_uri.startswith("http") else supervisor.load().mlflow_url).rstrip("/")
+    ui = links.ui_url(run.tracking_uri)  # a server's own UI, or where `./run.sh up` serves the project's store
     stages = [s for s in STAGES if s in ran]
     lines = [
         "## Training pipeline",
@@ -260,12 +259,16 @@ def summary_markdown(results: Results, ran: dict[str, Outcome]) -> str:
         "|---|---|",
         *(f"| {k} | {v:.4f} |" for k, v in results.metrics.items() if isinstance(v, float)),
         "",
-        f"- MLflow run: [{run.run_name}]({ui}/#/experiments/{run.experiment_id}/runs/{run.run_id})",
+        f"- MLflow run: [{run.run_name}]({links.run_url(ui, run.experiment_id, run.run_id)}), "
+        f"its [artifacts]({links.run_url(ui, run.experiment_id, run.run_id, tab='artifacts')})",
     ]
     if decision is not None:
         name, version = decision.registered_model, decision.version
         lines[-1:-1] = ["### Promotion", "", f"**{decision.decision}**: {decision.reason}", ""]
-        lines.append(f"- Model version: [{name} v{version}]({ui}/#/models/{name}/versions/{version})")
+        lines.append(
+            f"- Model version: [{name} v{version}]({links.model_url(ui, name, version)}), "
+            f"all versions and aliases: [{name}]({links.model_url(ui, name)})"
+        )
     else:
         lines.append("- Not promoted here: a sweep promotes its best trial once, when all trials have ended.")
     if not run.tracking_uri.startswith("http"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+import re
 import shutil
 import socket
 import subprocess
@@ -52,3 +54,9 @@ def rendered(url: str, profile: Path, *, offline: bool = False, budget_ms: int =
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout, done.stderr[-2000:]
     return done.stdout
+
+
+def page_text(url: str, profile: Path) -> str:
+    """What a first visit to ``url`` shows as text: :func:`rendered`'s DOM without scripts, styles and tags."""
+    dom = re.sub(r"<(script|style)\b.*?</\1>", " ", rendered(url, profile), flags=re.S)
+    return re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", dom)))

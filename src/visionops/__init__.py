@@ -27,6 +27,9 @@ ENVIRONMENT_DEFAULTS = {
     # nothing but MLFLOW_TRACKING_URI, so every transfer goes through the tracking server.
     "MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD": "false",
     "MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD": "false",
+    # MLflow prints its own "View run at" link when a run ends on a server, one that opens the UI's GenAI view; the
+    # commands print theirs instead (visionops.tracking.links), which open the model-training view.
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
 }
 for _key, _value in ENVIRONMENT_DEFAULTS.items():
     os.environ.setdefault(_key, _value)

@@ -10,6 +10,7 @@ clone where nothing ran yet), then the sweep (which counts only what it added), 
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 import urllib.parse
@@ -18,6 +19,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from browser import needs_chromium, page_text
 from helpers import get_json, processes, readme_commands, run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -118,6 +120,49 @@ def test_prefect_journey_lands_in_the_checkout_and_a_rerun_trains_nothing(tiny_u
     assert any((store / "runs").rglob("*")), "the run cache reached the default remote"
     assert run(["git", "status", "--porcelain"], cwd=user.clone).stdout == "", "nothing new in the working tree"
     assert _exp_refs(user.clone), "the overridden run reached the checkout as a DVC experiment"
+
+
+# What only MLflow's GenAI view shows in its menu: a printed URL must open the model-training view instead.
+GENAI_VIEW = ("Training runs", "Evaluation runs", "Detect Issues")
+
+
+@needs_chromium
+def test_each_printed_url_opens_its_page_in_a_fresh_browser(tiny_user, tmp_path: Path) -> None:
+    """Where the README sends a user after the Prefect journey: the URLs `./run.sh status` prints and the links of the
+    deployment's summary, each opened in headless Chromium with a fresh profile (a first visit), show the runs table
+    with the run, the run's metrics and artifacts, and the registered model with its aliases, in the model-training
+    view."""
+    user = tiny_user
+    printed = re.findall(r"http://127\.0\.0\.1:\d+\S*", user.shell("./run.sh status").stdout)
+    mlflow_ui = next(u for u in printed if u.startswith(user.url("mlflow")))
+    prefect_ui = next(u for u in printed if u.startswith(user.url("prefect")))
+    api = user.url("mlflow") + "/api/2.0/mlflow"
+    experiment = get_json(f"{api}/experiments/get-by-name?experiment_name=visionops-sample")["experiment"]
+    run_info = get_json(f"{api}/runs/search", {"experiment_ids": [experiment["experiment_id"]]})["runs"][0]["info"]
+    model = get_json(f"{api}/registered-models/get?name=visionops-sample-classifier")["registered_model"]
+    aliases = [a["alias"] for a in model["aliases"] if a["version"] == "1"]
+    flow_run = get_json(f"{user.url('prefect')}/api/flow_runs/filter", {"sort": "EXPECTED_START_TIME_ASC"})[0]
+    found = {"flow_run_id": {"any_": [flow_run["id"]]}}
+    summary = next(a for a in get_json(f"{user.url('prefect')}/api/artifacts/filter", {"artifacts": found}))["data"]
+    linked = dict(re.findall(r"\[([^\]]+)\]\((http[^)]+)\)", summary))
+    profiles = iter(range(100))
+
+    def visit(url: str, *expected: str) -> str:
+        text = page_text(url, tmp_path / f"profile-{next(profiles)}")
+        assert all(e in text for e in expected), f"{url} shows no {expected}: {text[:3000]}"
+        return text
+
+    assert "training-pipeline" in visit(prefect_ui + "/runs", "Runs")
+    pages = {
+        "runs table": visit(mlflow_ui, run_info["run_name"], "Runs", "Models"),
+        "run": visit(linked[run_info["run_name"]], run_info["run_id"], "test_accuracy", "Parameters"),
+        "artifacts": visit(linked["artifacts"], "evaluation", "train", "Artifacts"),
+        "version": visit(linked["visionops-sample-classifier v1"], "Version 1", *(f"@ {a}" for a in aliases)),
+        "model": visit(linked["visionops-sample-classifier"], "Version 1", *(f"@ {a}" for a in aliases)),
+    }
+    assert aliases and "challenger" in aliases, aliases
+    genai = {page: [g for g in GENAI_VIEW if g in text] for page, text in pages.items()}
+    assert not any(genai.values()), f"pages open in MLflow's GenAI view: {genai}"
 
 
 def test_sweep_runs_trials_two_at_a_time_reports_failures_and_promotes_once(tiny_user) -> None:

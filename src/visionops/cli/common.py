@@ -183,3 +183,12 @@ def emit(result: Any, as_json: bool, lines: Callable[[], list[str]], warnings: l
         return
     for line in lines():
         out.print(line, highlight=False, soft_wrap=True)
+
+
+def ui_link(uri: str, experiment_id: str = "", run_id: str = "", *, model: str = "") -> str:
+    """A run's or a registered model's page in the MLflow UI, and how to serve it when runs are in the own store."""
+    from visionops.tracking import links
+
+    ui = links.ui_url(uri)
+    url = links.model_url(ui, model) if model else links.run_url(ui, experiment_id, run_id)
+    return url if uri.startswith(("http://", "https://")) else f"{url} (served by ./run.sh ui or ./run.sh up)"

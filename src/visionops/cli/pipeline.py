@@ -20,6 +20,7 @@ from visionops.cli.common import (
     command,
     emit,
     out,
+    ui_link,
     writable,
 )
 from visionops.errors import UserError
@@ -142,6 +143,7 @@ def train(
         ]
         if result.run:
             shown.append(f"MLflow run {result.run.run_name} ({result.run.run_id}) in {result.run.tracking_uri}")
+            shown.append(f"  {ui_link(result.run.tracking_uri, result.run.experiment_id, result.run.run_id)}")
         return shown
 
     emit(result, as_json, lines, result.warnings)
@@ -306,6 +308,7 @@ def promote(
     """Register the trained model as a new version (alias challenger); make it champion only if it wins."""
     from visionops.contracts.layout import Artifacts
     from visionops.stages.promote import promote as run
+    from visionops.tracking import connection
 
     if replace_champion is not None and not replace_champion.strip():
         raise UserError('--replace-champion needs the reason, e.g. --replace-champion "new task: orientation"')
@@ -321,6 +324,7 @@ def promote(
     lines = [f"promote: {r.registered_model} v{r.version} [{colour}]{r.decision}[/]{again}: {escape(r.reason)}"]
     if r.champion_rescored:
         lines.append(f"  champion v{r.champion_before} was re-scored on this split ({out_dir}/champion_v*/)")
+    lines.append(f"  {ui_link(connection.tracking_uri(), model=r.registered_model)}")
     emit(r, as_json, lambda: lines)
 
 

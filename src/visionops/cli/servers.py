@@ -10,7 +10,7 @@ import typer
 
 from visionops.cli.common import JsonOpt, ParamsOpt, app, command, emit, out
 from visionops.errors import EXIT_UNAVAILABLE, UserError
-from visionops.files import store_root
+from visionops.files import project_root, store_root
 from visionops.params import load_params
 
 
@@ -64,14 +64,30 @@ def ui(
 
     uri = connection.tracking_uri()
     if uri.startswith(("http://", "https://")):
-        out.print(f"runs are on the tracking server {connection.shown_uri(uri)}: open it in a browser")
+        out.print(f"runs are on the tracking server: open {landing(uri)}", soft_wrap=True, highlight=False)
         return
     local = supervisor.load()
     if supervisor.running(local):
-        out.print(f"the local stack serves the MLflow UI already: {local.mlflow_url}")
+        out.print(f"the local stack serves the MLflow UI already: {landing(uri)}", soft_wrap=True, highlight=False)
         return
-    out.print(f"MLflow UI on http://{host}:{port} over {uri} (Ctrl-C stops it)")
+    out.print(
+        f"MLflow UI over {uri}: open {landing(uri, f'http://{host}:{port}')} (Ctrl-C stops it)",
+        soft_wrap=True,
+        highlight=False,
+    )
     raise typer.Exit(run_foreground(supervisor.ui_command(host, port), env=supervisor.mlflow_server_env()))
+
+
+def landing(tracking_uri: str, local_ui: str | None = None) -> str:
+    """The URL to open: the runs table of the project's experiment (params.yaml's ``tracking.experiment``) in the
+    UI's model-training view, or the list of experiments when params.yaml cannot say which."""
+    from visionops.tracking import links
+
+    try:
+        experiment = load_params(project_root() / "params.yaml").tracking.experiment
+    except UserError:  # (a broken params.yaml is train's problem, not a reason to keep the UI closed)
+        return links.experiment_url(links.ui_url(tracking_uri, local_ui))
+    return links.landing_url(links.ui_url(tracking_uri, local_ui), tracking_uri, experiment)
 
 
 stack_app = typer.Typer(
@@ -103,14 +119,16 @@ def _show(local: Any, as_json: bool) -> None:
 
     health, programs = supervisor.healthy(local), supervisor.status(local)
     mark = {True: "[green]up[/]", False: "[red]not answering[/]"}
+    ui = landing(local.mlflow_url) if health["mlflow"] else local.mlflow_url
     lines = [
-        f"MLflow UI   {local.mlflow_url}  {mark[health['mlflow']]}  (store {local.root / 'mlflow.db'})",
+        f"MLflow UI   {ui}  {mark[health['mlflow']]}  (store {local.root / 'mlflow.db'})",
         f"Prefect UI  {local.prefect_url}  {mark[health['prefect']]}  (API {local.prefect_url}/api)",
         *(f"  {p['program']:<16} {p['state']:<9} {p['since']}" for p in programs),
         f"logs in {local.logs}/ (./run.sh logs); stop everything with ./run.sh down",
     ]
     result = {
         "mlflow": local.mlflow_url,
+        "mlflow_ui": ui,
         "prefect": local.prefect_url,
         "healthy": health,
         "programs": programs,

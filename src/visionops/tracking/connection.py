@@ -59,8 +59,8 @@ def connect(root: Path | None = None, consequence: str = "nothing was changed") 
     return MlflowClient(uri)
 
 
-# The MLflow 3 UI opens an experiment in its GenAI view (traces, an assistant panel) unless it is marked as model
-# training; these experiments hold training runs, so the UI should open on their runs, metrics and models.
+# The experiments hold model training runs, and say so (MLflow's own tag, read by its search and its clients). The
+# UI of MLflow 3.17 chooses its view from the URL instead: see visionops.tracking.links.
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 
