@@ -293,6 +293,20 @@ class PromoteParams(_Section):
         default=0.5, description="floor: never make a worse model champion, even the first one"
     )
     require_pretrained: bool = Field(default=False, description="true: refuse champions trained from random weights")
+    confidence: float | None = Field(
+        default=0.95,
+        gt=0,
+        lt=1,
+        description="promote only if the gain's paired bootstrap interval at this level is "
+        "above 0, else `indistinguishable`; null: min_delta alone decides",
+    )
+    max_class_drop: float | None = Field(
+        default=0.1,
+        ge=0,
+        le=1,
+        description="refuse a model whose recall of any class is below the champion's by "
+        "more than this; null: no per-class check",
+    )
 
     @property
     def higher_is_better(self) -> bool:

@@ -14,6 +14,7 @@ from helpers import REPO, cli, git_commit, run
 from visionops.contracts.results import TestMetrics
 from visionops.params import load_params
 from visionops.stages.promote import decide
+from visionops.training.evidence import Evidence
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -212,7 +213,8 @@ def _a_second_run_is_decided_by_the_rule(project: Path) -> None:
     assert float(second["decision.champion_score"]) == first["score"] and second["decision.compared_with"] == "1"
     rule = load_params(project / "params.yaml").promote  # (the RULE overrides: roc_auc_ovr, no margin, no floor)
     assert (rule.metric, rule.min_delta, rule.min_metric) == ("roc_auc_ovr", 0, 0), rule
-    expected = decide(score, first["score"], rule, pretrained=True, champion_version="1").action  # the rule itself
+    evidence = Evidence(**{k: v for k, v in json.loads(second["decision.evidence"]).items() if k != "resamples"})
+    expected = decide(score, first["score"], rule, pretrained=True, champion_version="1", evidence=evidence).action
     assert second["decision"] == expected, second
     champion = "2" if expected == "promoted" else "1"
     assert str(client.get_model_version_by_alias(name, "champion").version) == champion

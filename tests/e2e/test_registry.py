@@ -77,7 +77,11 @@ def _metrics(project: Path) -> dict:
 def _use_registry(project: Path, name: str) -> None:
     """Point the project's promote section at registered model ``name`` (promote params do not touch training)."""
     text = (project / "params.yaml").read_text().split("\npromote:")[0]
-    section = f"promote: {{registered_model: {name}, metric: ece, min_delta: 0.0}}"
+    # (the gate's evidence is tested with models that differ for sure, tests/e2e/test_promotion_gate.py: these ones
+    # differ by chance, so the tests of racing, re-scoring and rollback let the margin alone decide)
+    section = (
+        f"promote: {{registered_model: {name}, metric: ece, min_delta: 0.0, confidence: null, max_class_drop: null}}"
+    )
     (project / "params.yaml").write_text(f"{text}\n{section}\n")
 
 
@@ -184,7 +188,7 @@ def test_a_champion_from_another_split_is_rescored_first(mlflow_module, candidat
         MLFLOW_TRACKING_URI=mlflow_module.uri,
     )
     assert json.loads((third / "check/metrics.json").read_text())["ece"] == pytest.approx(rescored)
-    rule = PromoteParams(registered_model="rescore", metric="ece", min_delta=0.0)
+    rule = PromoteParams(registered_model="rescore", metric="ece", min_delta=0.0, confidence=None)
     assert decision["decision"] == decide(_metrics(third)["ece"], rescored, rule, pretrained=False).action
     assert client.get_model_version_by_alias("rescore", "challenger").version == "2"
     again = _promote(third, mlflow_module.uri)

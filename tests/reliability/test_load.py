@@ -45,10 +45,12 @@ train: {{model: EfficientNetB0, image_size: 32, weights: null, batch_size: 8, he
        finetune: {{epochs: 45}}}}
 augment: []
 tracking: {{experiment: load}}
-promote: {{registered_model: {NAME}, metric: accuracy, min_delta: 0.01, min_metric: 0.5}}
+promote: {{registered_model: {NAME}, metric: accuracy, min_delta: 0.01, min_metric: 0.5,
+          confidence: null, max_class_drop: null}}
 """
 # The promoters' test accuracies, in the order they are started: two below the floor (rejected), the rest 0.03 apart
-# (more than min_delta), so every order of decisions must end with 0.80 as champion; the others log only.
+# (more than min_delta), so every order of decisions must end with 0.80 as champion; the others log only. (They are
+# one model's predictions with scores written over them, so the margin alone decides: no evidence to weigh.)
 PROMOTED_SCORES = (0.62, 0.71, 0.45, 0.80, 0.68, 0.77, 0.40, 0.74)
 OTHER_SCORES = (0.55, 0.58, 0.61, 0.64, 0.67, 0.70, 0.73, 0.76)
 HISTORY = ("loss", "accuracy", "val_loss", "val_accuracy", "stage")
@@ -243,7 +245,9 @@ def test_16_clients_log_at_once_then_8_promote_at_once(team_mlflow, tmp_path: Pa
     assert sorted(r["version"] for r in promoted) == sorted(versions), "each promoter registered its own version"
     run_of = {r["run_id"]: p for p, r in zip(projects, logged, strict=True)}
     score = {n: scores[run_of[v.run_id]] for n, v in versions.items()}
-    rule = PromoteParams(registered_model=NAME, metric="accuracy", min_delta=0.01, min_metric=0.5)
+    rule = PromoteParams(
+        registered_model=NAME, metric="accuracy", min_delta=0.01, min_metric=0.5, confidence=None, max_class_drop=None
+    )
     for n, v in versions.items():
         tags = v.tags
         assert {"decision", "decision.reason", "decision.at", "decision.metric"} <= set(tags), (n, tags)

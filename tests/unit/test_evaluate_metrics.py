@@ -7,9 +7,10 @@ import io
 import numpy as np
 import pytest
 from PIL import Image
+from sklearn.metrics import accuracy_score, f1_score, roc_auc_score, top_k_accuracy_score
 
+from visionops.training.metrics import expected_calibration_error, metric, score
 from visionops.training.plots import plot_confusion
-from visionops.training.scoring import expected_calibration_error, score
 
 CLASSES = ["a", "b", "c"]
 
@@ -55,3 +56,28 @@ def test_roc_auc_skips_absent_classes() -> None:
 def test_confusion_png() -> None:
     png = plot_confusion(np.eye(3), CLASSES, "test")
     assert Image.open(io.BytesIO(png)).format == "PNG"
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_each_metric_is_scikit_learns(seed: int) -> None:
+    """The NumPy metrics promote resamples, against scikit-learn's own functions: random probabilities, probabilities
+    rounded as predictions.csv stores them (ties), classes never predicted or absent."""
+    rng = np.random.default_rng(seed)
+    n, classes = int(rng.integers(5, 60)), int(rng.integers(3, 7))
+    probs = rng.dirichlet(np.full(classes, 0.3), n)
+    if seed % 2:
+        probs = probs.round(1)  # ties among the scores
+    y = rng.integers(0, max(1, classes - seed % 3), n)  # some classes absent when seed % 3
+    labels = list(range(classes))
+    predicted = probs.argmax(axis=1)
+    expected = {
+        "accuracy": accuracy_score(y, predicted),
+        "macro_f1": f1_score(y, predicted, labels=labels, average="macro", zero_division=0),
+        "top_2_accuracy": top_k_accuracy_score(y, probs, k=2, labels=labels),
+    }
+    aucs = [roc_auc_score(y == c, probs[:, c]) for c in labels if 0 < (y == c).sum() < n]
+    expected["roc_auc_ovr"] = np.mean(aucs) if aucs else None
+    for name, value in expected.items():
+        assert metric(name, y, probs) == (value if value is None else pytest.approx(value, abs=1e-12)), name
+    with pytest.raises(ValueError, match="unknown metric 'f1'"):
+        metric("f1", y, probs)

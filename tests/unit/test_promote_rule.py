@@ -7,6 +7,7 @@ import pytest
 from visionops.config import ConfigError, PromoteParams
 from visionops.params import parse_params
 from visionops.stages.promote import decide
+from visionops.training.evidence import Evidence
 
 
 def _p(**kw) -> PromoteParams:
@@ -54,3 +55,66 @@ def test_unknown_metric_is_a_config_error_naming_the_key() -> None:
     with pytest.raises(ConfigError, match=r"promote\.metric"):
         parse_params({"promote": {"metric": "f1"}})
     assert parse_params({"promote": {"metric": "top_3_accuracy"}}).promote.metric == "top_3_accuracy"
+
+
+def _evidence(low: float, high: float, *, gain: float | None = None, recall: dict | None = None) -> Evidence:
+    """What the comparison of two prediction files measured (the rule only reads it)."""
+    middle = (low + high) / 2 if gain is None else gain
+    return Evidence(
+        metric="macro_f1",
+        candidate=0.8 + middle,
+        champion=0.8,
+        gain=middle,
+        low=low,
+        high=high,
+        confidence=0.95,
+        images=176,
+        one_right=9,
+        recall=recall or {"a": (0.9, 0.9), "b": (0.8, 0.8)},
+    )
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "action", "words"),
+    [
+        (-0.01, 0.05, "indistinguishable", "the interval includes 0"),
+        (0.0, 0.04, "indistinguishable", "the interval includes 0"),
+        (0.005, 0.05, "promoted", "better, by at least promote.min_delta"),
+        (-0.06, -0.01, "kept", "worse"),
+    ],
+)
+def test_the_gain_must_be_clear_of_zero(low: float, high: float, action: str, words: str) -> None:
+    evidence = _evidence(low, high)
+    d = decide(0.8 + evidence.gain, 0.8, _p(), pretrained=True, champion_version="2", evidence=evidence)
+    assert d.action == action and words in d.reason, d
+    assert evidence.interval() in d.reason and "176 test images" in d.reason and "champion v2" in d.reason
+
+
+def test_a_clear_gain_below_the_margin_keeps_the_champion() -> None:
+    evidence = _evidence(0.001, 0.009, gain=0.005)
+    d = decide(0.805, 0.8, _p(min_delta=0.01), pretrained=True, evidence=evidence)
+    assert d.action == "kept" and "less than promote.min_delta 0.01" in d.reason
+
+
+def test_a_lost_class_is_refused_by_name_even_when_the_average_is_better() -> None:
+    lost = {"cat": (0.95, 0.90), "dog": (0.40, 0.85), "eel": (1.0, 0.5)}
+    d = decide(0.9, 0.8, _p(max_class_drop=0.1), pretrained=True, evidence=_evidence(0.05, 0.15, recall=lost))
+    assert d.action == "rejected" and "'dog'" in d.reason and "promote.max_class_drop 0.1" in d.reason, d
+    assert "0.400" in d.reason and "0.850" in d.reason
+    small = {"cat": (0.95, 0.90), "dog": (0.80, 0.85)}  # 0.05 lower: within the allowance
+    assert decide(0.9, 0.8, _p(), pretrained=True, evidence=_evidence(0.05, 0.15, recall=small)).action == "promoted"
+    off = _p(max_class_drop=None)
+    assert decide(0.9, 0.8, off, pretrained=True, evidence=_evidence(0.05, 0.15, recall=lost)).action == "promoted"
+
+
+def test_without_a_confidence_the_margin_alone_decides() -> None:
+    p = _p(confidence=None, min_delta=0.01)
+    assert decide(0.82, 0.8, p, pretrained=True, evidence=_evidence(-0.02, 0.06)).action == "promoted"
+    assert decide(0.805, 0.8, p, pretrained=True, evidence=_evidence(-0.02, 0.06)).action == "kept"
+
+
+def test_confidence_and_class_drop_are_checked_with_their_keys() -> None:
+    with pytest.raises(ConfigError, match=r"promote\.confidence"):
+        parse_params({"promote": {"confidence": 1.5}})
+    with pytest.raises(ConfigError, match=r"promote\.max_class_drop"):
+        parse_params({"promote": {"max_class_drop": -0.1}})

@@ -319,7 +319,13 @@ def promote(
         out_dir=writable(out_dir),
         replace_champion=replace_champion,
     )
-    colour = {"promoted": "green", "kept": "yellow", "rejected": "red", "incomparable": "yellow"}[r.decision]
+    colour = {
+        "promoted": "green",
+        "kept": "yellow",
+        "rejected": "red",
+        "incomparable": "yellow",
+        "indistinguishable": "yellow",
+    }[r.decision]
     again = " (decided earlier)" if r.already_decided else ""
     lines = [f"promote: {r.registered_model} v{r.version} [{colour}]{r.decision}[/]{again}: {escape(r.reason)}"]
     if r.champion_rescored:

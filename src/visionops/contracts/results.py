@@ -15,6 +15,7 @@ from visionops.files import atomic_write_text, write_json
 
 RESOLVED_FILE = "params.json"
 PER_CLASS_FILE = "per_class.csv"
+PREDICTIONS_FILE = "predictions.csv"
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,7 @@ class Promotion:
     model_uri: str
     metric: str
     score: float
-    decision: Literal["promoted", "kept", "rejected", "incomparable"]
+    decision: Literal["promoted", "kept", "rejected", "incomparable", "indistinguishable"]
     reason: str
     decided_at: str
     champion_before: str | None = None
@@ -36,6 +37,7 @@ class Promotion:
     already_decided: bool = False
     replace_reason: str | None = None
     params: dict = field(default_factory=dict)
+    evidence: dict | None = None  # the gain's interval and per-class recalls against the champion (training.evidence)
 
     FILE = "decision.json"
 
@@ -76,6 +78,30 @@ def read_per_class(folder: Path) -> list[dict[str, Any]]:
     return (
         [{str(k): v for k, v in row.items()} for row in pd.read_csv(path).to_dict("records")] if path.is_file() else []
     )
+
+
+def write_predictions(folder: Path, table: pd.DataFrame) -> None:
+    """Write a scored set's predictions into ``folder``: one row per image (and rotation, for the orientation task)
+    with ``path``, ``label``, ``predicted``, ``confidence`` and a ``p_<class>`` probability per class, in the model's
+    output order."""
+    atomic_write_text(Path(folder) / PREDICTIONS_FILE, table.to_csv(index=False, lineterminator="\n"))
+
+
+def read_predictions(path: Path) -> tuple[pd.DataFrame, list[str]]:
+    """A predictions file (:func:`write_predictions`) and its classes in output order.
+
+    Raises:
+        UserError: the file is missing or lacks the columns above.
+    """
+    try:
+        table = pd.read_csv(path)
+    except (OSError, ValueError) as err:
+        raise UserError(f"{path}: predictions cannot be read ({err}); rerun the stage that wrote them") from None
+    classes = [c[2:] for c in table.columns if c.startswith("p_")]
+    missing = [c for c in ("path", "label") if c not in table.columns] + ([] if classes else ["p_<class>"])
+    if missing:
+        raise UserError(f"{path}: predictions without the column(s) {missing}; rerun the stage that wrote them")
+    return table, classes
 
 
 @dataclass(frozen=True)

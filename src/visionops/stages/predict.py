@@ -11,13 +11,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from visionops.contracts.results import PREDICTIONS_FILE
 from visionops.data.preprocess import model_input
 from visionops.files import atomic_write_text, image_files
 from visionops.progress import track
 from visionops.tracking import registry, serving
 from visionops.training.model import load_trained
 
-FILE = "predictions.csv"
+FILE = PREDICTIONS_FILE  # (the name evaluate gives its own; these rows have no true label)
 
 
 def predict(

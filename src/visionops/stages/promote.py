@@ -17,6 +17,7 @@ other and the better model ends as champion. Aliases and tags only: MLflow's sta
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -24,26 +25,34 @@ from typing import Literal
 from visionops.config import ConfigError, Params, PromoteParams
 from visionops.contracts.layout import Artifacts
 from visionops.contracts.model import RunInfo
-from visionops.contracts.results import Promotion, TestMetrics
+from visionops.contracts.results import PREDICTIONS_FILE, Promotion, TestMetrics
 from visionops.errors import UserError
 from visionops.files import atomic_write_text
 from visionops.interfaces import mismatch
 from visionops.tracking import connection, modelcard, record, registry, runs
 from visionops.tracking.registry import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION
+from visionops.training.evidence import Evidence, compare
 
 
 @dataclass(frozen=True)
 class Decision:
     """What promote did with a candidate, and why, in words a reviewer can check."""
 
-    action: Literal["promoted", "kept", "rejected", "incomparable"]
+    action: Literal["promoted", "kept", "rejected", "incomparable", "indistinguishable"]
     reason: str
 
 
 def decide(
-    candidate: float, champion: float | None, params: PromoteParams, *, pretrained: bool, champion_version: str = ""
+    candidate: float,
+    champion: float | None,
+    params: PromoteParams,
+    *,
+    pretrained: bool,
+    champion_version: str = "",
+    evidence: Evidence | None = None,
 ) -> Decision:
-    """The promotion rule, as a pure function of the two scores (on the same test split) and the floors."""
+    """The promotion rule, as a pure function of the two scores (on the same test split), the floors and, when both
+    models' predictions were compared, the evidence (:mod:`visionops.training.evidence`)."""
     metric, better = params.metric, params.higher_is_better
     if params.require_pretrained and not pretrained:
         return Decision("rejected", "trained without pretrained weights (promote.require_pretrained: true)")
@@ -54,30 +63,55 @@ def decide(
         return Decision("promoted", f"first model to pass the floors ({metric} {candidate:.4f})")
     gain = candidate - champion if better else champion - candidate
     versus = f"{metric} {candidate:.4f} vs champion v{champion_version} {champion:.4f}"
-    if gain > 0 and gain >= params.min_delta - 1e-9:  # (tolerance: 0.80 - 0.79 is 0.01000000000000001 or less)
-        return Decision("promoted", f"{versus}: better by {gain:.4f} >= promote.min_delta {params.min_delta}")
-    return Decision("kept", f"{versus}: gain {gain:+.4f} is less than promote.min_delta {params.min_delta}")
+    enough = gain > 0 and gain >= params.min_delta - 1e-9  # (tolerance: 0.80 - 0.79 is 0.01000000000000001 or less)
+    if evidence is not None and params.max_class_drop is not None:
+        name, drop = evidence.worst_class()
+        if drop > params.max_class_drop + 1e-9:
+            ours, theirs = evidence.recall[name]
+            return Decision(
+                "rejected",
+                f"{versus}, but class {name!r} is recalled {ours:.3f} against the champion's {theirs:.3f}: "
+                f"{drop:.3f} lower, more than promote.max_class_drop {params.max_class_drop}",
+            )
+    if evidence is None or params.confidence is None:
+        if enough:
+            return Decision("promoted", f"{versus}: better by {gain:.4f} >= promote.min_delta {params.min_delta}")
+        return Decision("kept", f"{versus}: gain {gain:+.4f} is less than promote.min_delta {params.min_delta}")
+    shown = (
+        f"{versus}: gain {evidence.interval()} (paired bootstrap over {evidence.images} test images, "
+        f"{evidence.one_right} right by one model only)"
+    )
+    if evidence.high < 0:
+        return Decision("kept", f"{shown}: worse")
+    if not evidence.low > 0:
+        return Decision("indistinguishable", f"{shown}: the interval includes 0, so the champion stays")
+    if not enough:
+        return Decision("kept", f"{shown}: better, by less than promote.min_delta {params.min_delta}")
+    return Decision("promoted", f"{shown}: better, by at least promote.min_delta {params.min_delta}")
 
 
-def _champion_score(
+def _champion_scored(
     client, champion, split_id: str, params: Params, data_dir: Path, split_dir: Path, out_dir: Path
-) -> tuple[float, bool]:
-    """The champion's score on this split: from its tags, else by scoring its registered model now.
+) -> tuple[float, bool, Path]:
+    """The champion's score and predictions on this split: kept in the registry and its run, else made by scoring
+    its registered model now (and kept for the next comparison).
 
     Returns:
-        The score, and whether the champion was re-scored now.
+        The score, whether the champion was re-scored now, and its predictions file.
     """
     metric, name = params.promote.metric, params.promote.registered_model
+    reports = out_dir / f"champion_v{champion.version}"
     known = champion.tags.get(registry.score_tag(split_id, metric))
-    if known is not None:
-        return float(known), False
+    own = champion.tags.get("split_id") == split_id
+    stored = record.stored_predictions(client, champion.run_id, split_id, own=own, dst=reports)
+    if known is not None and stored is not None:
+        return float(known), False, stored
     from visionops.training.model import load_trained  # (TensorFlow: imported only when a re-score is needed)
     from visionops.training.scoring import score_split
 
     uri = f"models:/{name}/{champion.version}"
     with registry.local_model(uri) as (path, info):
         model, info = load_trained(path, info)
-    reports = out_dir / f"champion_v{champion.version}"
     scored = score_split(
         model,
         info,
@@ -90,12 +124,13 @@ def _champion_score(
     )
     metrics = TestMetrics.from_dict(scored)
     metrics.write(reports)  # beside its predictions and confusion matrix, as evaluate's are
+    record.keep_rescored(client, champion.run_id, split_id, predictions=reports / PREDICTIONS_FILE)
     numbers = {registry.score_tag(split_id, k): str(v) for k, v in metrics.numbers().items()}
     registry.tag_version(client, name, champion.version, tags=numbers)
     score = metrics.value(metric)
     if score is None:
         raise ConfigError(f"promote.metric: champion v{champion.version} re-scored without {metric!r}")
-    return score, True
+    return score, True, reports / PREDICTIONS_FILE
 
 
 def promote(
@@ -157,7 +192,8 @@ def promote(
         if "decision" in version.tags and replace is None:
             result = _result(p, version, score, version.tags, already=True)
         else:
-            candidate = Candidate(score, split_id, run_tags, replace)
+            predictions = Path(artifacts.evaluate) / PREDICTIONS_FILE
+            candidate = Candidate(score, split_id, run_tags, predictions, replace)
             result = _decide_and_apply(client, params, version, candidate, data_dir, artifacts.split, out_dir)
     card = modelcard.render(
         modelcard.facts(artifacts),
@@ -186,6 +222,7 @@ class Candidate:
     score: float
     split_id: str
     run_tags: dict
+    predictions: Path  # evaluate's, of the same split
     replace: str | None = None
 
 
@@ -223,16 +260,34 @@ def _decide_and_apply(
         )
         decision = Decision("incomparable", f"not compared with champion v{champion.version}: {unlike}. {fix}")
     else:
-        champion_score, rescored = None, False
+        champion_score, evidence = None, None
         if champion is not None:
-            champion_score, rescored = _champion_score(
+            champion_score, rescored, predictions = _champion_scored(
                 client, champion, candidate.split_id, params, data_dir, split_dir, out_dir
             )
             tags.update(
                 {"decision.champion_score": str(champion_score), "decision.champion_rescored": str(rescored).lower()}
             )
+            if p.confidence is not None or p.max_class_drop is not None:  # (both null: the margin alone decides)
+                evidence = compare(
+                    candidate.predictions,
+                    predictions,
+                    p.metric,
+                    higher_is_better=p.higher_is_better,
+                    confidence=p.confidence or 0.95,  # (null: recorded, not used)
+                    seed=int(candidate.split_id[:8], 16),
+                    bins=params.evaluate.calibration_bins,
+                )
+                tags.update(
+                    {"decision.interval": evidence.interval(), "decision.evidence": json.dumps(evidence.to_dict())}
+                )
         decision = decide(
-            score, champion_score, p, pretrained=pretrained, champion_version=champion.version if champion else ""
+            score,
+            champion_score,
+            p,
+            pretrained=pretrained,
+            champion_version=champion.version if champion else "",
+            evidence=evidence,
         )
     tags.update({"decision": decision.action, "decision.reason": decision.reason})
     if decision.action == "promoted":
@@ -266,6 +321,7 @@ def _result(p: PromoteParams, version, score: float, tags: dict, already: bool) 
         champion_rescored=tags.get("decision.champion_rescored") == "true",
         already_decided=already,
         replace_reason=tags.get("decision.replace_reason"),
+        evidence=json.loads(tags["decision.evidence"]) if "decision.evidence" in tags else None,
         params=p.model_dump(mode="json"),
     )
 

@@ -25,7 +25,7 @@ from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
 from visionops.config import Params
 from visionops.contracts.data import SplitInfo
 from visionops.contracts.model import DEFAULT_TOP_K, MODEL_FILE, ModelInfo, WeightsUsed, model_file
-from visionops.contracts.results import PER_CLASS_FILE, RESOLVED_FILE, TestMetrics
+from visionops.contracts.results import PER_CLASS_FILE, PREDICTIONS_FILE, RESOLVED_FILE, TestMetrics
 from visionops.interfaces import check_model_file
 from visionops.tracking.lineage import lineage
 
@@ -34,6 +34,27 @@ log = logging.getLogger(__name__)
 
 LOGGED_TRAINING, LOGGED_EVALUATION = "visionops.logged.training", "visionops.logged.evaluation"
 MODEL_URI_TAG = "visionops.model_uri"
+EVALUATION = "evaluation"  # the run's folder of evaluate's files
+
+
+def _rescored(split_id: str) -> str:
+    return f"rescored/{split_id[:16]}"
+
+
+def stored_predictions(client: MlflowClient, run_id: str, split_id: str, *, own: bool, dst: Path) -> Path | None:
+    """A model's predictions on the test set of ``split_id``, from its run, downloaded under ``dst``; None when the
+    run holds none. ``own``: the split the model was evaluated on (evaluate's files), else one it was re-scored on."""
+    folder = EVALUATION if own else _rescored(split_id)
+    dst.mkdir(parents=True, exist_ok=True)
+    try:
+        return Path(client.download_artifacts(run_id, f"{folder}/{PREDICTIONS_FILE}", str(dst)))
+    except (mlflow.exceptions.MlflowException, OSError):  # (an older run, or another split: score the model again)
+        return None
+
+
+def keep_rescored(client: MlflowClient, run_id: str, split_id: str, *, predictions: Path) -> None:
+    """Keep a re-scored model's predictions on ``split_id`` in its run, so later comparisons need no re-scoring."""
+    client.log_artifact(run_id, str(predictions), _rescored(split_id))
 
 
 def flatten(value: Any, prefix: str = "") -> dict[str, str]:
@@ -243,10 +264,10 @@ def log_evaluation(client: MlflowClient, run_id: str, eval_dir: Path) -> None:
     flat.update({f"holdout_{k}": v for k, v in (metrics.holdout or {}).items() if isinstance(v, int | float)})
     start = client.get_run(run_id).info.start_time
     client.log_batch(run_id, metrics=[Metric(k, float(v), start, 0) for k, v in flat.items() if v is not None])
-    for name in (TestMetrics.FILE, PER_CLASS_FILE, "predictions.csv", "confusion_matrix.png"):
-        client.log_artifact(run_id, str(eval_dir / name), "evaluation")
+    for name in (TestMetrics.FILE, PER_CLASS_FILE, PREDICTIONS_FILE, "confusion_matrix.png"):
+        client.log_artifact(run_id, str(eval_dir / name), EVALUATION)
     if (eval_dir / "errors").is_dir():  # the misclassified gallery (page, PNG, tables)
-        client.log_artifacts(run_id, str(eval_dir / "errors"), "evaluation/errors")
+        client.log_artifacts(run_id, str(eval_dir / "errors"), f"{EVALUATION}/errors")
     client.set_tag(run_id, "evaluated_split_id", metrics.split_id)
     client.set_tag(run_id, LOGGED_EVALUATION, "true")
     client.set_terminated(run_id, "FINISHED")

@@ -267,6 +267,7 @@ def rows(params: PromoteParams) -> list[dict]:
                 params.metric: t.get(f"metric.{params.metric}", ""),
                 "split": t.get("split_id", "")[:8],
                 "decision": t.get("decision", "") + (" (rolled back)" if t.get("rolled_back") == "true" else ""),
+                "gain": t.get("decision.interval", ""),
                 "reason": t.get("decision.reason", ""),
                 "run": t.get("run_name", ""),
                 "weights": t.get("weights.used", ""),

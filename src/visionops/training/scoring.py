@@ -13,77 +13,19 @@ from pathlib import Path
 import keras
 import numpy as np
 import pandas as pd
-from sklearn.metrics import (
-    accuracy_score,
-    confusion_matrix,
-    f1_score,
-    precision_recall_fscore_support,
-    roc_auc_score,
-    top_k_accuracy_score,
-)
 
 from visionops.config import EvaluateParams
 from visionops.contracts.data import read_split, split_list
 from visionops.contracts.model import ROTATIONS, ModelInfo
-from visionops.contracts.results import write_per_class
+from visionops.contracts.results import write_per_class, write_predictions
 from visionops.data.cache import DecodedOnAccess
 from visionops.data.dataset import Batches
-from visionops.files import atomic_write_bytes, atomic_write_text
+from visionops.files import atomic_write_bytes
 from visionops.interfaces import check_labels
 from visionops.progress import keras_quiet
 from visionops.training.gallery import write_gallery
+from visionops.training.metrics import score
 from visionops.training.plots import plot_confusion
-
-
-@dataclass(frozen=True)
-class Scores:
-    """Metrics of one scored set."""
-
-    metrics: dict
-    per_class: pd.DataFrame
-    confusion: np.ndarray
-
-
-def expected_calibration_error(y_true: np.ndarray, probs: np.ndarray, bins: int = 10) -> float:
-    """ECE: the gap between confidence and accuracy, averaged over equal-width confidence bins by their size."""
-    confidence, predicted = probs.max(axis=1), probs.argmax(axis=1)
-    correct = (predicted == y_true).astype(np.float64)
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
-    total = 0.0
-    for b in range(bins):
-        members = which == b
-        if members.any():
-            total += members.mean() * abs(correct[members].mean() - confidence[members].mean())
-    return float(total)
-
-
-def _roc_auc(y_true: np.ndarray, probs: np.ndarray) -> float | None:
-    """One-vs-rest ROC-AUC averaged over the classes present with both positives and negatives."""
-    scores = [
-        roc_auc_score(y_true == c, probs[:, c]) for c in range(probs.shape[1]) if 0 < (y_true == c).sum() < len(y_true)
-    ]
-    return float(np.mean(scores)) if scores else None
-
-
-def score(y_true: np.ndarray, probs: np.ndarray, classes: list[str], *, top_k: int, bins: int) -> Scores:
-    """All metrics for true class indices ``y_true`` and predicted probabilities ``probs`` (N, C)."""
-    labels = list(range(len(classes)))
-    predicted = probs.argmax(axis=1)
-    k = min(top_k, len(classes))
-    precision, recall, f1, support = precision_recall_fscore_support(y_true, predicted, labels=labels, zero_division=0)
-    metrics = {
-        "accuracy": float(accuracy_score(y_true, predicted)),
-        "macro_f1": float(f1_score(y_true, predicted, labels=labels, average="macro", zero_division=0)),
-        f"top_{k}_accuracy": float(top_k_accuracy_score(y_true, probs, k=k, labels=labels)),
-        "roc_auc_ovr": _roc_auc(y_true, probs),
-        "ece": expected_calibration_error(y_true, probs, bins),
-        "examples": len(y_true),
-    }
-    per_class = pd.DataFrame(
-        {"class": classes, "precision": precision, "recall": recall, "f1": f1, "support": support.astype(int)}
-    )
-    return Scores(metrics, per_class, confusion_matrix(y_true, predicted, labels=labels, normalize="true"))
 
 
 @dataclass(frozen=True)
@@ -139,7 +81,7 @@ def score_set(
     predictions["confidence"] = probs.max(axis=1).round(6)
     for c, name in enumerate(classes):
         predictions[f"p_{name}"] = probs[:, c].round(6)
-    atomic_write_text(out_dir / "predictions.csv", predictions.to_csv(index=False, lineterminator="\n"))
+    write_predictions(out_dir, predictions)
     write_per_class(out_dir, scores.per_class)
     atomic_write_bytes(out_dir / "confusion_matrix.png", plot_confusion(scores.confusion, classes, title))
     seen = functools.partial(batches.example, rng=None)  # example j as the model saw it (centre crop, rotation)
