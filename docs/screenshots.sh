@@ -37,7 +37,9 @@ print(json.loads(urllib.request.urlopen(req, timeout=30).read())[0]["id"])
 PY
 )
 shot() { .venv/bin/python docs/screenshot.py "$2" "docs/img/$1" --size "$3" ${4:+--js "$4"}; }
-# Each MLflow page as a first visit opens it, after the one click the README asks for: closing the assistant panel.
+# The printed URL as a first visit shows it, then each MLflow page after the one click the README asks for: closing
+# the assistant panel.
+shot first-visit.png "$runs" 1600,900
 close='document.querySelector("[data-component-id=\"mlflow.assistant.chat_panel.close\"]")?.click()'
 shot experiment-runs.png "$runs" 1900,1000 "$close"
 shot compare-runs.png "$compare" 1900,1600 "$close"
@@ -46,4 +48,4 @@ shot registered-model.png "$model" 1900,1300 "$close"
 tab='[...document.querySelectorAll("button,a,[role=tab],li,div")].filter(e => e.textContent.trim() === "Artifacts").pop()?.click()'
 shot prefect-flow-run.png "$prefect/runs/flow-run/$flow_run" 1900,1200 "$tab"
 shot prefect-summary.png "$prefect/artifacts/artifact/$artifact" 1500,1000
-echo "docs/img/: experiment-runs, compare-runs, run-artifacts, registered-model, prefect-flow-run, prefect-summary"
+echo "docs/img/: first-visit, experiment-runs, compare-runs, run-artifacts, registered-model, prefect-flow-run, prefect-summary"
