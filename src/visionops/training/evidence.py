@@ -93,7 +93,7 @@ def compare(
 
     def gain(rows: np.ndarray) -> float | None:
         a, b = metric(name, y_true[rows], ours[rows], bins=bins), metric(name, y_true[rows], theirs[rows], bins=bins)
-        return None if a is None or b is None else sign * (a - b)
+        return None if a is None or b is None else sign * (a - b) + 0.0  # (+ 0.0: no "-0.0000" for equal scores)
 
     everything = np.arange(len(y_true))
     rng = np.random.default_rng(seed)
